@@ -1,0 +1,45 @@
+"""The detectors' protocol (scikit-learn style).
+
+Configure in ``__init__``; ``fit(dataset, representation)`` learns and returns ``self``, leaving:
+
+- ``scores_``: float per row, higher is more suspicious (scale is the detector's own);
+- ``flags_``: bool per row, from a documented, data-driven threshold (no poison rate to supply);
+- ``evidence_``: str per row, why it was flagged ("" where it was not);
+- ``suggested_label_``: int class code per row where relabelling is the fix, -1 elsewhere.
+
+Each detector file keeps its algorithm as a plain function (arrays in, arrays out) and wraps it in a
+:class:`Detector` subclass; the scan (:mod:`mithridate.detect.scan`) composes detectors into one report.
+"""
+
+from __future__ import annotations
+
+from typing import Self
+
+import numpy as np
+
+from mithridate.data import Dataset
+from mithridate.represent import Representation
+
+
+class Detector:
+    """Base class: subclasses set ``name`` and implement :meth:`fit`, ending with :meth:`_set`."""
+
+    name = "detector"
+
+    def fit(self, dataset: Dataset, representation: Representation) -> Self:
+        raise NotImplementedError  # pragma: no cover - abstract
+
+    def _set(self, scores, flags, evidence=None, suggested_label=None) -> Self:
+        n = len(scores)
+        self.scores_ = np.asarray(scores, dtype=np.float64)
+        self.flags_ = np.asarray(flags, dtype=bool)
+        if evidence is None:
+            evidence = np.where(self.flags_, self.name, "")
+        self.evidence_ = np.asarray(evidence, dtype=object)
+        self.suggested_label_ = (np.full(n, -1, dtype=np.int64) if suggested_label is None
+                                 else np.asarray(suggested_label, dtype=np.int64))
+        return self
+
+    def __repr__(self) -> str:
+        params = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.endswith("_"))
+        return f"{type(self).__name__}({params})"

@@ -1,0 +1,91 @@
+"""One representation per scan, computed once and shared by every detector (it is the expensive part)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+from sklearn.model_selection import StratifiedKFold
+
+from mithridate.data import Dataset
+from mithridate.errors import DataError
+from mithridate.represent.cnn import layer_embeddings, to_nchw
+from mithridate.represent.models import reference_model
+from mithridate.represent.table import TableEncoder
+
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True, eq=False)
+class Representation:
+    """What detectors look at.
+
+    - ``features``: (n, d) float32 geometry of each row: the encoded table, the penultimate layer of a
+      network trained on *all* rows (so a backdoor it learned shows there), or user-supplied embeddings.
+    - ``proba``: (n, k) out-of-fold class probabilities (each row predicted by a model that never saw it).
+    - ``description``: where ``features`` came from, for the report.
+    """
+
+    features: np.ndarray
+    proba: np.ndarray
+    description: str
+
+    def __post_init__(self) -> None:
+        if len(self.features) != len(self.proba):
+            raise DataError(f"{len(self.features)} feature rows but {len(self.proba)} probability rows")
+
+
+def out_of_fold_proba(dataset: Dataset, folds: int = 5, random_state: int = 0,
+                      progress: Progress | None = None, **model_options) -> np.ndarray:
+    """Cross-validated class probabilities from the reference model of the dataset's kind."""
+    counts = np.bincount(dataset.y, minlength=dataset.n_classes)
+    folds = int(min(folds, counts[counts > 0].min()))
+    if folds < 2:
+        raise DataError(f"{dataset.name}: a class has a single row; cross-validation needs two per class")
+    proba = np.zeros((dataset.n_rows, dataset.n_classes))
+    splitter = StratifiedKFold(folds, shuffle=True, random_state=random_state)
+    for i, (train, held) in enumerate(splitter.split(np.zeros(dataset.n_rows), dataset.y)):
+        if progress:
+            progress(f"cross-validation fold {i + 1}/{folds}")
+        part = dataset.take(train)
+        model = reference_model(dataset.kind, random_state=random_state, **model_options)
+        model.fit(part.features, part.y, dataset.n_classes)
+        proba[held] = model.predict_proba(dataset.take(held).features)
+    return proba
+
+
+def represent(dataset: Dataset, *, embeddings: np.ndarray | None = None, model=None, layer: str | None = None,
+              folds: int = 5, random_state: int = 0, progress: Progress | None = None) -> Representation:
+    """Build the representation of ``dataset``.
+
+    ``embeddings``: user-supplied (n, d) features. ``model``: a user's ``torch.nn.Module`` taking
+    (n, C, H, W) float images scaled to [0, 1]; ``layer`` names the module to read (default: the input of
+    the last linear layer, i.e. the penultimate representation).
+    """
+    proba = out_of_fold_proba(dataset, folds, random_state, progress)
+    if embeddings is not None:
+        features = np.asarray(embeddings, dtype=np.float32).reshape(len(embeddings), -1)
+        if len(features) != dataset.n_rows:
+            raise DataError(f"embeddings have {len(features)} rows but the data has {dataset.n_rows}")
+        description = f"user embeddings ({features.shape[1]} dims)"
+    elif model is not None:
+        import torch
+
+        if dataset.kind != "image":
+            raise DataError("a torch model representation needs image data")
+        lo, hi = dataset.image_range()
+        images = torch.from_numpy((to_nchw(dataset.features) - lo) / max(hi - lo, 1e-12))
+        features = layer_embeddings(model, images, layer)
+        description = f"user model, layer {layer or 'penultimate'}"
+    elif dataset.kind == "table":
+        features = TableEncoder().fit_transform(dataset.features)
+        description = "encoded table"
+    else:
+        if progress:
+            progress("training the representation network on all rows")
+        net = reference_model("image", random_state=random_state).fit(dataset.features, dataset.y,
+                                                                       dataset.n_classes)
+        features = net.embed(dataset.features, layer)
+        description = f"small CNN trained on the data, layer {layer or 'penultimate'}"
+    return Representation(np.asarray(features, dtype=np.float32), proba, description)
