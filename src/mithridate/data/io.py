@@ -66,7 +66,7 @@ def load(
         else:
             sep = "\t" if path.suffix.lower() == ".tsv" else None
             table = pd.read_csv(path, sep=sep, engine="python" if sep is None else "c")
-    except (pd.errors.EmptyDataError,) as exc:
+    except pd.errors.EmptyDataError as exc:
         raise DataError(f"{path}: the file is empty") from exc
     except Exception as exc:  # parsers raise many types; the user needs the reason, not the type
         raise DataError(f"{path}: cannot read as {fmt}: {str(exc).splitlines()[0]}") from exc
@@ -109,6 +109,10 @@ def table_dataset(
 
 
 def _load_npz(path: Path) -> Dataset:
+    import zipfile
+
+    if not zipfile.is_zipfile(path):
+        raise DataError(f"{path}: cannot read as npz: not a NumPy .npz archive")
     try:
         with np.load(path, allow_pickle=False) as archive:
             arrays = {k: archive[k] for k in archive.files}

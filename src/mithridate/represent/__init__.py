@@ -15,6 +15,6 @@ __all__ = [
     "to_nchw",
 ]
 
-from mithridate.represent.representation import Representation, out_of_fold_proba, represent  # noqa: E402
+from mithridate.represent.representation import Representation, out_of_fold_proba, represent
 
 __all__ += ["Representation", "out_of_fold_proba", "represent"]

@@ -1,0 +1,108 @@
+"""``mithridate scan`` and ``mithridate sanitize``: the main job."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import numpy as np
+import typer
+from rich.table import Table
+
+from mithridate.cli.app import app, console, fail, status, user_errors
+from mithridate.data import atomic_path, load, save
+from mithridate.errors import DataError
+
+LabelOpt = Annotated[str | None, typer.Option("--label", help="Label column (tables).")]
+SourceOpt = Annotated[str | None, typer.Option("--source-col", help="Column holding each row's provenance.")]
+IdOpt = Annotated[str | None, typer.Option("--id-col", help="Column holding a stable row id.")]
+
+
+@app.command()
+def scan(
+    data: Annotated[str, typer.Argument(help="CSV/TSV, Parquet, .npz, image folder, or demo:NAME.")],
+    out: Annotated[Path, typer.Option("--out", help="Folder for findings.csv, summary.json, report.html.")],
+    label: LabelOpt = None,
+    source_col: SourceOpt = None,
+    id_col: IdOpt = None,
+    embeddings: Annotated[Path | None, typer.Option(help="(n, d) .npy of your own embeddings to scan in.")] = None,
+    model: Annotated[str | None, typer.Option(help="Your torch model as 'package.module:factory'.")] = None,
+    weights: Annotated[Path | None, typer.Option(help="Its state dict as .safetensors.")] = None,
+    layer: Annotated[str | None, typer.Option(help="Module name to read (default: penultimate).")] = None,
+    detectors: Annotated[str | None, typer.Option(help="Comma-separated detector names (default: all).")] = None,
+    folds: Annotated[int, typer.Option(help="Cross-validation folds for out-of-fold probabilities.")] = 5,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    html: Annotated[bool, typer.Option("--html/--no-html", help="Write report.html.")] = True,
+) -> None:
+    """Scan a training set for poisoned rows: label flips, backdoors, outliers, broken correlations,
+    duplicates. Writes one row per input row to OUT/findings.csv (row, score, flagged, kinds,
+    suggested_label, ...), plus OUT/summary.json and OUT/report.html."""
+    from mithridate.detect import Scan, make_detectors
+    from mithridate.represent.user_model import load_user_model
+
+    with user_errors():
+        dataset = load(data, label, source=source_col, row_id=id_col)
+        user_embeddings = None
+        if embeddings is not None:
+            try:
+                user_embeddings = np.load(embeddings, allow_pickle=False)
+            except Exception as exc:
+                raise DataError(f"{embeddings}: cannot read embeddings as .npy: {exc}") from exc
+        user_model = load_user_model(model, weights) if model else None
+        chosen = make_detectors(detectors.split(","), dataset.kind) if detectors else None
+        with status(f"scanning {dataset.name} ({dataset.n_rows} rows)") as update:
+            result = Scan(chosen, embeddings=user_embeddings, model=user_model, layer=layer, folds=folds,
+                          random_state=seed).fit(dataset, progress=update)
+            update("writing the report")
+            paths = result.report_.write(out, html=html)
+    print_summary(result.report_)
+    for name, path in paths.items():
+        console.print(f"{name}: {path}")
+
+
+def print_summary(report) -> None:
+    s = report.summary
+    table = Table(title=f"{s['data']}: {s['flagged']} of {s['rows']} rows flagged ({s['flagged_share']:.1%})")
+    table.add_column("detector")
+    table.add_column("flagged", justify="right")
+    for name, info in s["detectors"].items():
+        table.add_row(name, str(info["flagged"]))
+    console.print(table)
+
+
+@app.command()
+def sanitize(
+    data: Annotated[str, typer.Argument(help="The data that was scanned (same file, same rows).")],
+    findings: Annotated[Path, typer.Option(help="findings.csv written by `mithridate scan`.")],
+    out: Annotated[Path, typer.Option("--out", help="Sanitized copy, in the input's format.")],
+    policy: Annotated[str, typer.Option(help="drop | relabel | quarantine")] = "drop",
+    quarantine: Annotated[Path | None, typer.Option(help="Where quarantined rows go "
+                                                    "(default: OUT with .quarantine before its suffix).")] = None,
+    label: LabelOpt = None,
+    source_col: SourceOpt = None,
+    id_col: IdOpt = None,
+) -> None:
+    """Act on a scan's findings: drop flagged rows, relabel them to the suggested label (dropping those
+    without one), or quarantine them in a separate file. The input is never modified; every removed or
+    changed row is listed with its reason in OUT's .changes.csv."""
+    from mithridate.sanitize import read_findings
+    from mithridate.sanitize import sanitize as apply_policy
+
+    with user_errors():
+        dataset = load(data, label, source=source_col, row_id=id_col)
+        result = apply_policy(dataset, read_findings(findings), policy)  # type: ignore[arg-type]
+        if Path(out).resolve() == Path(data).resolve():
+            raise fail("--out must differ from the input: the input is never modified")
+        written = [save(result.dataset, out)]
+        changes_path = out.with_name(f"{out.stem}.changes.csv")
+        with atomic_path(changes_path) as tmp:
+            result.changes.to_csv(tmp, index=False)
+        written.append(changes_path)
+        if result.quarantined is not None:
+            qpath = quarantine or out.with_name(f"{out.stem}.quarantine{out.suffix}")
+            written.append(save(result.quarantined, qpath))
+    counts = result.changes["action"].value_counts().to_dict()
+    console.print(f"kept {result.dataset.n_rows} of {dataset.n_rows} rows; "
+                  + (", ".join(f"{v} {k}" for k, v in counts.items()) or "nothing changed"))
+    for path in written:
+        console.print(f"wrote {path}")

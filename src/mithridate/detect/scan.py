@@ -1,0 +1,71 @@
+"""The scan: one representation, many detectors, one ranked report (the Datalab-like orchestrator).
+
+>>> from mithridate.data import demo
+>>> from mithridate.attacks import RandomFlip
+>>> poisoned = RandomFlip(rate=0.1, random_state=0).poison(demo("wine"))
+>>> report = Scan().fit(poisoned.dataset).report_   # doctest: +SKIP
+>>> report.findings.sort_values("score", ascending=False).head()   # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Self
+
+import numpy as np
+
+from mithridate.data import Dataset
+from mithridate.detect.base import Detector
+from mithridate.detect.findings import Report
+from mithridate.errors import DataError
+from mithridate.represent import Representation, represent
+
+Progress = Callable[[str], None]
+
+
+def default_detectors(kind: str) -> list[Detector]:
+    """The detectors a scan runs when none are named, for ``"table"`` or ``"image"`` data."""
+    from mithridate.detect import registry
+
+    names = registry.DEFAULTS[kind]
+    return [registry.DETECTORS[name]() for name in names]
+
+
+class Scan:
+    """Scan a training set for poisoned rows.
+
+    ``detectors``: instances following :class:`~mithridate.detect.base.Detector` (default: every
+    detector suited to the data's kind). ``embeddings`` / ``model`` / ``layer``: choose the
+    representation (see :func:`mithridate.represent.represent`). After :meth:`fit`: ``representation_``,
+    ``detectors_`` (fitted) and ``report_`` (a :class:`~mithridate.detect.report.Report`).
+    """
+
+    def __init__(self, detectors: Sequence[Detector] | None = None, *, embeddings: np.ndarray | None = None,
+                 model=None, layer: str | None = None, folds: int = 5, random_state: int = 0):
+        self.detectors = detectors
+        self.embeddings = embeddings
+        self.model = model
+        self.layer = layer
+        self.folds = folds
+        self.random_state = random_state
+
+    def fit(self, dataset: Dataset, representation: Representation | None = None,
+            progress: Progress | None = None) -> Self:
+        if representation is None:
+            representation = represent(
+                dataset, embeddings=self.embeddings, model=self.model, layer=self.layer, folds=self.folds,
+                random_state=self.random_state, progress=progress,
+            )
+        if len(representation.features) != dataset.n_rows:
+            raise DataError(f"representation has {len(representation.features)} rows, data {dataset.n_rows}")
+        detectors = list(self.detectors) if self.detectors is not None else default_detectors(dataset.kind)
+        for detector in detectors:
+            if progress:
+                progress(f"running {detector.name}")
+            detector.fit(dataset, representation)
+        self.representation_, self.detectors_ = representation, detectors
+        self.report_ = Report.from_detectors(dataset, representation, detectors)
+        return self
+
+
+__all__ = ["Scan", "default_detectors"]

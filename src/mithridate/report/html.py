@@ -1,0 +1,79 @@
+"""The scan's ``report.html``: one self-contained page a person would want to read."""
+
+from __future__ import annotations
+
+import html
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+
+from mithridate.report import plots
+
+if TYPE_CHECKING:
+    from mithridate.detect.findings import Report
+
+STYLE = """
+body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;color:#222;padding:0 1em}
+h1{font-size:1.6em}h2{border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:1.6em}
+table{border-collapse:collapse;font-size:.85em}td,th{border:1px solid #ddd;padding:3px 6px;text-align:left}
+th{background:#f4f4f4}.kpi{display:inline-block;margin:0 2em .5em 0}.kpi b{font-size:1.5em;display:block}
+.flag{color:#c0392b}img{max-width:100%}
+"""
+
+
+def page(title: str, body: str) -> str:
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+            f"<style>{STYLE}</style></head><body><h1>{html.escape(title)}</h1>{body}</body></html>")
+
+
+def kpis(items: dict[str, object]) -> str:
+    return "".join(f"<div class='kpi'><b>{html.escape(str(v))}</b>{html.escape(k)}</div>" for k, v in items.items())
+
+
+def table(frame: pd.DataFrame, max_rows: int = 50) -> str:
+    return frame.head(max_rows).to_html(index=False, escape=True, border=0)
+
+
+def render_scan_report(report: Report, changes: pd.DataFrame | None = None) -> str:
+    """The report of one scan; ``changes`` (from sanitization) adds what was removed or relabelled and why."""
+    f, s, ds = report.findings, report.summary, report.dataset
+    flagged = f["flagged"].to_numpy(bool)
+    score = f["score"].to_numpy(float)
+    parts = [
+        kpis({"rows": s["rows"], "flagged": s["flagged"], "flagged share": f"{s['flagged_share']:.1%}",
+              "to relabel": s["actions"]["relabel"], "to drop": s["actions"]["drop"]}),
+        f"<p>Data <code>{html.escape(str(s['data']))}</code> ({s['kind']}, {len(s['classes'])} classes). "
+        f"Representation: {html.escape(s['representation'])}.</p>",
+        "<h2>Detectors</h2>",
+        table(pd.DataFrame([{"detector": k, **v} for k, v in s["detectors"].items()]), 100),
+        "<h2>Score distributions</h2>",
+        plots.score_histogram(score, flagged),
+    ]
+    score_cols = [c for c in f.columns if c.startswith("score_")]
+    if score_cols:
+        kinds = f["kinds"].astype(str)
+        parts.append(plots.detector_histograms(
+            {c[6:]: f[c].to_numpy(float) for c in score_cols},
+            {c[6:]: kinds.str.split(";").apply(lambda ks, n=c[6:]: n in ks).to_numpy(bool) for c in score_cols},
+        ))
+    names = [str(c) for c in ds.classes]
+    rows = np.array([s["per_class"][n]["rows"] for n in names])
+    per_class_flagged = np.array([s["per_class"][n]["flagged"] for n in names])
+    parts += ["<h2>Per class</h2>", plots.class_bars(names, rows, per_class_flagged),
+              "<h2>Where the flagged rows sit</h2>",
+              plots.projection(report.representation.features, ds.y, flagged)]
+    order = np.argsort(-score, kind="stable")
+    top = order[: min(32, int(flagged.sum()))]
+    if ds.kind == "image" and len(top):
+        images = np.asarray(ds.features)[top]
+        captions = [f"row {i}: {f['label'].iloc[i]}" + (f"→{f['suggested_label'].iloc[i]}"
+                    if f["suggested_label"].iloc[i] != "" else "") for i in top]
+        parts += ["<h2>Most suspicious images</h2>", plots.image_grid(images, captions)]
+    shown = f.iloc[order][["row", "row_id", "label", "score", "flagged", "kinds", "suggested_label", "action",
+                           "reasons"]]
+    parts += ["<h2>Most suspicious rows</h2>", table(shown[shown["flagged"]] if flagged.any() else shown, 50)]
+    if changes is not None:
+        parts += ["<h2>What sanitization changed, and why</h2>",
+                  kpis(changes["action"].value_counts().to_dict()), table(changes, 200)]
+    return page(f"mithridate scan: {s['data']}", "".join(parts))
