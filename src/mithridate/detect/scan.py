@@ -17,18 +17,11 @@ import numpy as np
 from mithridate.data import Dataset
 from mithridate.detect.base import Detector
 from mithridate.detect.findings import Report
+from mithridate.detect.registry import make_detectors
 from mithridate.errors import DataError
 from mithridate.represent import Representation, represent
 
 Progress = Callable[[str], None]
-
-
-def default_detectors(kind: str) -> list[Detector]:
-    """The detectors a scan runs when none are named, for ``"table"`` or ``"image"`` data."""
-    from mithridate.detect import registry
-
-    names = registry.DEFAULTS[kind]
-    return [registry.DETECTORS[name]() for name in names]
 
 
 class Scan:
@@ -58,7 +51,7 @@ class Scan:
             )
         if len(representation.features) != dataset.n_rows:
             raise DataError(f"representation has {len(representation.features)} rows, data {dataset.n_rows}")
-        detectors = list(self.detectors) if self.detectors is not None else default_detectors(dataset.kind)
+        detectors = list(self.detectors) if self.detectors is not None else make_detectors(None, dataset.kind)
         for detector in detectors:
             if progress:
                 progress(f"running {detector.name}")
@@ -68,4 +61,4 @@ class Scan:
         return self
 
 
-__all__ = ["Scan", "default_detectors"]
+__all__ = ["Scan"]
