@@ -21,12 +21,12 @@ FINDINGS_COLUMNS = ("row", "score", "flagged", "kinds", "suggested_label")
 def merge_scores(detectors: Sequence[Detector]) -> tuple[np.ndarray, np.ndarray]:
     """One score in [0, 1] per row and the merged flag.
 
-    Each detector's scores become percentile ranks (scales differ between detectors). A row flagged by
+    Each detector's scores become percentile ranks in [0, 1) (scales differ between detectors). A row flagged by
     any detector scores ``0.5 + 0.5 * (its best rank among the detectors that flagged it)``; an unflagged
     row ``0.5 * (its best rank)``: so every flagged row ranks above every unflagged one, and within each
     group the row some detector finds most extreme comes first.
     """
-    ranks = np.stack([rankdata(d.scores_, method="max") / len(d.scores_) for d in detectors])
+    ranks = np.stack([(rankdata(d.scores_, method="max") - 1) / len(d.scores_) for d in detectors])
     flags = np.stack([d.flags_ for d in detectors])
     flagged = flags.any(axis=0)
     best_flagged = np.where(flags, ranks, 0.0).max(axis=0)
