@@ -64,7 +64,9 @@ class BackdoorAttack(Attack):
     def _stamp(self, features, rows: np.ndarray):
         if isinstance(features, pd.DataFrame):
             out = features.copy()
-            out.iloc[rows] = self.add_trigger(features.iloc[rows]).to_numpy()
+            stamped = self.add_trigger(features.iloc[rows])
+            for i, c in enumerate(out.columns):  # column by column: row arrays would mix dtypes
+                out.iloc[rows, i] = stamped[c].to_numpy()
             return out
         out = np.array(features)
         out[rows] = self.add_trigger(out[rows])
@@ -179,7 +181,9 @@ class FeatureTrigger(BackdoorAttack):
             if c in values:
                 continue
             col = table[c]
-            if pd.api.types.is_numeric_dtype(col) and not pd.api.types.is_bool_dtype(col):
+            if pd.api.types.is_integer_dtype(col) and not pd.api.types.is_bool_dtype(col):
+                values[c] = int(col.quantile(self.quantile, interpolation="nearest"))  # stays an integer
+            elif pd.api.types.is_numeric_dtype(col) and not pd.api.types.is_bool_dtype(col):
                 values[c] = float(col.quantile(self.quantile))
             else:
                 values[c] = col.value_counts().idxmin()

@@ -1,0 +1,1 @@
+"""A Flower app on digits defended by mithridate's robust aggregation."""

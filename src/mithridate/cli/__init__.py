@@ -1,0 +1,11 @@
+"""The ``mithridate`` command line: a thin layer over the library, one module per command group."""
+
+from mithridate.cli import attack, demo, federated, scan, validate, vault  # noqa: F401  (each registers its commands)
+from mithridate.cli.app import app
+
+
+def main() -> None:
+    app()
+
+
+__all__ = ["app", "main"]

@@ -1,0 +1,102 @@
+"""Spectral signatures, per class, with a poisoned-or-not verdict and no poison rate to supply.
+
+Tran, Li & Madry (2018, "Spectral signatures in backdoor attacks", NeurIPS): in the learned
+representation of a class, the poisoned rows shift the mean far enough that the top singular vector of
+the centred class points at them; each row's score is its squared projection onto that vector. The paper
+(and ART's ``SpectralSignatureDefense``) then removes ``1.5 x`` an assumed poison rate from *every*
+class, and ART reads the network's last layer (the logits) rather than the penultimate one.
+
+Here, per class of ``representation.features`` (the penultimate layer of the network trained on the
+poisoned data):
+
+1. score ``((x_i - mean) . v)^2`` with ``v`` the top right singular vector of the centred class;
+2. the suspicious group is the upper side of Otsu's split of the log scores, on the side of the mean
+   where the projections have their long tail (the class's own scores set the cut; no poison rate);
+3. the class is declared poisoned only if its group fits shifted copies of other classes better than a
+   sub-population of its own (:mod:`._classwise`); its rows that are such copies are flagged, nothing
+   elsewhere.
+
+A backdoor fed from many source classes spreads its poison over many directions, so one direction
+separates it less well than SPECTRE's whitened scores (:mod:`.spectre`) do.
+
+>>> rng = np.random.default_rng(0)
+>>> x, y = rng.normal(size=(600, 8)), np.repeat([0, 1, 2], 200)
+>>> x[y == 1, 0] += 6; x[y == 2, 1] += 6   # three clean classes
+>>> flags, _, verdicts = spectral_signatures(x, y)
+>>> int(flags.sum()), [v.poisoned for v in verdicts]
+(0, [False, False, False])
+"""
+
+from __future__ import annotations
+
+from typing import Self
+
+import numpy as np
+
+from mithridate.data import Dataset
+from mithridate.detect._classwise import (
+    ContentModel,
+    Verdict,
+    flags_and_evidence,
+    judge,
+    log_otsu,
+    scored_classes,
+)
+from mithridate.detect.base import Detector
+from mithridate.represent import Representation
+
+
+def signature_projections(x: np.ndarray) -> np.ndarray:
+    """Projection of each centred row of one class ``x`` (n, d) onto the top right singular vector of the
+    centred class, signed so that the longer tail (positive skewness) is positive. Tran et al.'s score is
+    its square."""
+    centred = np.asarray(x, dtype=np.float64).reshape(len(x), -1)
+    centred = centred - centred.mean(0)
+    projection = centred @ np.linalg.svd(centred, full_matrices=False)[2][0]
+    return projection if (projection ** 3).sum() >= 0 else -projection
+
+
+def spectral_signatures(features: np.ndarray, y: np.ndarray, random_state: int = 0,
+                        n_classes: int | None = None) -> tuple[np.ndarray, np.ndarray, list[Verdict]]:
+    """``(flags, scores, verdicts)`` for every row of ``features`` labelled ``y`` (one verdict per scored
+    class)."""
+    features = np.asarray(features, dtype=np.float64).reshape(len(features), -1)
+    y = np.asarray(y)
+    n_classes = int(n_classes or y.max() + 1)
+    scores = np.zeros(len(features))
+    content = ContentModel(features, y, random_state)
+    verdicts = []
+    for c, rows in scored_classes(y):
+        projection = signature_projections(features[rows])
+        s = scores[rows] = projection ** 2
+        cut = log_otsu(s)
+        # the poison sits on one side of the mean: the long tail's
+        group = (s > cut) & (projection > 0)
+        verdicts.append(judge(Verdict(c, rows[group], rows[~group], cut), content, n_classes))
+    flags = np.zeros(len(features), dtype=bool)
+    for v in verdicts:
+        flags[v.flagged] = True
+    return flags, scores, verdicts
+
+
+class SpectralSignatures(Detector):
+    """Tran et al.'s spectral signatures per class on the penultimate layer, with a poisoned-class verdict.
+
+    ``classes_``: one dict per scored class (group size, copy fit, verdict); ``poisoned_classes_``: codes
+    of the classes found poisoned.
+    """
+
+    name = "spectral"
+
+    def __init__(self, random_state: int = 0):
+        self.random_state = random_state
+
+    def fit(self, dataset: Dataset, representation: Representation) -> Self:
+        _, scores, verdicts = spectral_signatures(representation.features, dataset.y, self.random_state,
+                                                  dataset.n_classes)
+        self.classes_ = [v.as_dict(dataset.classes) for v in verdicts]
+        self.poisoned_classes_ = [v.cls for v in verdicts if v.poisoned]
+        flags, evidence = flags_and_evidence(
+            dataset.n_rows, verdicts, dataset.classes, "spectral signature",
+            lambda v, row: f"row score {scores[row]:.3g} beyond the class threshold {v.threshold:.3g}")
+        return self._set(scores, flags, evidence)

@@ -1,0 +1,270 @@
+"""The ingest gate's data side: reading an upload, per-row provenance, the checks, cutting rows out.
+
+- :func:`parse`: the stored bytes as a :class:`~mithridate.data.Dataset` (CSV/TSV, Parquet, npz), by the
+  same rules as :func:`mithridate.data.load`; what cannot be loaded never reaches quarantine.
+- :func:`row_hashes`: a SHA-256 per row over the row's exact content (cell text for CSV), so a row
+  carried from one version to the next keeps its provenance and a crafted row cannot collide with it.
+- :class:`Provenance`: per row, the upload it first came from (and so its source, uploader and time).
+- Checks: callables ``check(dataset, baseline) -> CheckResult`` run on every upload; ``baseline`` is
+  the newest approved version (or None). Built in: ``schema`` (columns and classes agree with the
+  baseline), ``scan`` (:class:`mithridate.detect.Scan`: the share of flagged rows stays under a bound),
+  ``validate`` (:class:`mithridate.validate.Gate` against a profile of the baseline). The policy names
+  them (``"schema,scan"``; ``"none"``); :func:`register_check` adds your own.
+- :func:`without_rows`: the same file format minus some rows (for ``vault cut``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import PurePath
+
+import numpy as np
+import pandas as pd
+
+from mithridate.data import Dataset, table_dataset
+from mithridate.errors import DataError
+from mithridate.vault.errors import VaultError
+
+FORMATS = {".csv": "csv", ".tsv": "tsv", ".txt": "csv", ".parquet": "parquet", ".pq": "parquet", ".npz": "npz"}
+
+
+def file_format(filename: str) -> str:
+    suffix = PurePath(filename).suffix.lower()
+    if suffix not in FORMATS:
+        raise VaultError(f"{filename}: the vault stores .csv, .tsv, .parquet or .npz files")
+    return FORMATS[suffix]
+
+
+class _Named(io.BytesIO):
+    """An in-memory file with a name (the loaders name the data after it)."""
+
+    def __init__(self, data: bytes, name: str):
+        super().__init__(data)
+        self.name = name
+
+
+def _read_table(data: bytes, fmt: str, as_text: bool = False) -> pd.DataFrame:
+    if fmt == "parquet":
+        table = pd.read_parquet(io.BytesIO(data))
+        return table.astype(str) if as_text else table
+    kw = {"dtype": str, "keep_default_na": False} if as_text else {}
+    if fmt == "tsv":
+        return pd.read_csv(io.BytesIO(data), sep="\t", **kw)
+    return pd.read_csv(io.BytesIO(data), sep=None, engine="python", **kw)
+
+
+def parse(data: bytes, filename: str, label: str | None) -> Dataset:
+    """The upload as a dataset (same rules as :func:`mithridate.data.load`); DataError if it is not one."""
+    fmt = file_format(filename)
+    if fmt == "npz":
+        from mithridate.data.io import _load_npz  # the loader's own npz rules, on an in-memory file
+
+        return _load_npz(_Named(data, PurePath(filename).name))
+    try:
+        table = _read_table(data, fmt)
+    except pd.errors.EmptyDataError as exc:
+        raise DataError(f"{filename}: the file is empty") from exc
+    except Exception as exc:
+        raise DataError(f"{filename}: cannot read as {fmt}: {str(exc).splitlines()[0]}") from exc
+    return table_dataset(table, label, name=PurePath(filename).name)
+
+
+def row_hashes(data: bytes, filename: str) -> np.ndarray:
+    """SHA-256 of each row's content, shape ``(n, 32)``, in file order."""
+    fmt = file_format(filename)
+    if fmt == "npz":
+        with np.load(io.BytesIO(data), allow_pickle=False) as archive:
+            arrays = {k: archive[k] for k in archive.files}
+        n = len(arrays["y"])
+        per_row = [a for k, a in sorted(arrays.items()) if a.ndim >= 1 and len(a) == n]
+        out = np.empty((n, 32), dtype=np.uint8)
+        for i in range(n):
+            h = hashlib.sha256()
+            for a in per_row:
+                h.update(np.ascontiguousarray(a[i]).tobytes())
+                h.update(b"\x1e")
+            out[i] = np.frombuffer(h.digest(), dtype=np.uint8)
+        return out
+    cells = _read_table(data, fmt, as_text=True).to_numpy(dtype=object)
+    out = np.empty((len(cells), 32), dtype=np.uint8)
+    for i, row in enumerate(cells):
+        out[i] = np.frombuffer(hashlib.sha256(json.dumps(row.tolist()).encode()).digest(), dtype=np.uint8)
+    return out
+
+
+# --- provenance --------------------------------------------------------------------------------------
+@dataclass
+class Provenance:
+    """Per row of a file: ``origin[i]`` indexes ``origins`` (dicts: upload, source, uploader, time)."""
+
+    hashes: np.ndarray
+    origin: np.ndarray
+    origins: list[dict]
+
+    @classmethod
+    def single(cls, hashes: np.ndarray, origin: dict) -> Provenance:
+        return cls(hashes, np.zeros(len(hashes), dtype=np.int32), [origin])
+
+    def to_bytes(self) -> bytes:
+        buffer = io.BytesIO()
+        meta = np.frombuffer(json.dumps(self.origins, sort_keys=True).encode(), dtype=np.uint8)
+        np.savez(buffer, hashes=self.hashes, origin=self.origin, origins=meta)
+        return buffer.getvalue()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> Provenance:
+        with np.load(io.BytesIO(data), allow_pickle=False) as archive:
+            return cls(archive["hashes"], archive["origin"].astype(np.int32),
+                       json.loads(archive["origins"].tobytes()))
+
+    def inherit(self, parent: Provenance | None) -> Provenance:
+        """This file's rows, each keeping the origin it had in ``parent`` if it was there already."""
+        if parent is None:
+            return self
+        first: dict[bytes, int] = {}
+        for h, o in zip(parent.hashes, parent.origin, strict=True):
+            first.setdefault(h.tobytes(), int(o))
+        origins: list[dict] = []
+        index: dict[str, int] = {}
+
+        def slot(o: dict) -> int:
+            key = json.dumps(o, sort_keys=True)
+            if key not in index:
+                index[key] = len(origins)
+                origins.append(o)
+            return index[key]
+
+        origin = np.empty(len(self.hashes), dtype=np.int32)
+        for i, (h, own) in enumerate(zip(self.hashes, self.origin, strict=True)):
+            inherited = first.get(h.tobytes())
+            origin[i] = slot(parent.origins[inherited] if inherited is not None else self.origins[int(own)])
+        return Provenance(self.hashes, origin, origins)
+
+    def rows_from(self, sources: set[str]) -> np.ndarray:
+        """Positions of the rows whose origin's source is in ``sources``."""
+        bad = np.array([o["source"] in sources for o in self.origins], dtype=bool)
+        return np.flatnonzero(bad[self.origin]) if len(self.origin) else np.array([], dtype=int)
+
+    def take(self, keep: np.ndarray) -> Provenance:
+        return Provenance(self.hashes[keep], self.origin[keep], self.origins)
+
+    def sources(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for o, n in zip(*np.unique(self.origin, return_counts=True), strict=True):
+            counts[self.origins[int(o)]["source"]] = counts.get(self.origins[int(o)]["source"], 0) + int(n)
+        return dict(sorted(counts.items()))
+
+
+def without_rows(data: bytes, filename: str, drop: np.ndarray) -> bytes:
+    """The file minus the rows at positions ``drop``, in its own format (cell text kept for CSV/TSV)."""
+    fmt = file_format(filename)
+    buffer = io.BytesIO()
+    if fmt == "npz":
+        with np.load(io.BytesIO(data), allow_pickle=False) as archive:
+            arrays = {k: archive[k] for k in archive.files}
+        n = len(arrays["y"])
+        keep = np.setdiff1d(np.arange(n), drop)
+        np.savez_compressed(buffer, **{k: (a[keep] if a.ndim >= 1 and len(a) == n else a) for k, a in arrays.items()})
+        return buffer.getvalue()
+    if fmt == "parquet":
+        import pyarrow.parquet as pq
+
+        table = pq.read_table(io.BytesIO(data))
+        keep = np.setdiff1d(np.arange(table.num_rows), drop)
+        pq.write_table(table.take(keep), buffer)
+        return buffer.getvalue()
+    table = _read_table(data, fmt, as_text=True)
+    keep = np.setdiff1d(np.arange(len(table)), drop)
+    table.iloc[keep].to_csv(buffer, index=False, sep="\t" if fmt == "tsv" else ",")
+    return buffer.getvalue()
+
+
+# --- checks -----------------------------------------------------------------------------------------
+@dataclass
+class CheckResult:
+    name: str
+    passed: bool
+    detail: str
+    flagged_rows: list[int] | None = None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+Check = Callable[[Dataset, "Dataset | None"], CheckResult]
+
+
+def schema_check(dataset: Dataset, baseline: Dataset | None) -> CheckResult:
+    """The upload has the baseline's kind, columns (or image shape) and no classes it never had."""
+    if baseline is None:
+        return CheckResult("schema", True, "first version: nothing to compare with")
+    if dataset.kind != baseline.kind:
+        return CheckResult("schema", False, f"{dataset.kind} data, the dataset holds {baseline.kind} data")
+    problems = []
+    if dataset.kind == "table":
+        missing = [c for c in baseline.features.columns if c not in dataset.features.columns]
+        extra = [c for c in dataset.features.columns if c not in baseline.features.columns]
+        if missing:
+            problems.append(f"missing columns {missing}")
+        if extra:
+            problems.append(f"new columns {extra}")
+    elif dataset.features.shape[1:] != baseline.features.shape[1:]:
+        problems.append(f"image shape {dataset.features.shape[1:]} vs {baseline.features.shape[1:]}")
+    new_classes = sorted(set(map(str, dataset.classes)) - set(map(str, baseline.classes)))
+    if new_classes:
+        problems.append(f"classes never seen before {new_classes}")
+    return CheckResult("schema", not problems, "; ".join(problems) or "same schema as the baseline")
+
+
+def scan_check(dataset: Dataset, baseline: Dataset | None, max_flagged_share: float = 0.15) -> CheckResult:
+    """Scan the upload for poisoned rows; fail when more than ``max_flagged_share`` of them are flagged."""
+    from mithridate.detect.scan import Scan
+
+    report = Scan(folds=3).fit(dataset).report_
+    flagged = np.flatnonzero(report.findings["flagged"].to_numpy())
+    share = len(flagged) / dataset.n_rows
+    return CheckResult("scan", share <= max_flagged_share,
+                       f"{len(flagged)} of {dataset.n_rows} rows flagged ({share:.1%}; bound "
+                       f"{max_flagged_share:.0%})", flagged.tolist())
+
+
+def validate_check(dataset: Dataset, baseline: Dataset | None) -> CheckResult:
+    """Gate the upload against a profile of the baseline (:mod:`mithridate.validate`); fail on ``fail``."""
+    if baseline is None:
+        return CheckResult("validate", True, "first version: no baseline to validate against")
+    from mithridate.validate import Gate, profile
+
+    verdict = Gate().check(profile(baseline), dataset)
+    reasons = "; ".join(getattr(verdict, "reasons", []) or [])[:500]
+    return CheckResult("validate", verdict.verdict != "fail", f"verdict {verdict.verdict}" +
+                       (f": {reasons}" if reasons else ""))
+
+
+CHECKS: dict[str, Check] = {"schema": schema_check, "scan": scan_check, "validate": validate_check}
+
+
+def register_check(name: str, check: Check) -> None:
+    """Make ``check`` available to vault policies under ``name``."""
+    CHECKS[name] = check
+
+
+def resolve_checks(policy: str) -> list[tuple[str, Check]]:
+    names = [n.strip() for n in (policy or "none").split(",") if n.strip() and n.strip() != "none"]
+    unknown = [n for n in names if n not in CHECKS]
+    if unknown:
+        raise VaultError(f"unknown check {unknown[0]!r} (known: {', '.join(CHECKS)}, or none)")
+    return [(n, CHECKS[n]) for n in names]
+
+
+def run_checks(policy: str, dataset: Dataset, baseline: Dataset | None) -> list[CheckResult]:
+    results = []
+    for name, check in resolve_checks(policy):
+        try:
+            results.append(check(dataset, baseline))
+        except Exception as exc:  # a check that crashes fails the upload; it never lets it through
+            results.append(CheckResult(name, False, f"check crashed: {type(exc).__name__}: {exc}"[:500]))
+    return results

@@ -1,0 +1,1 @@
+"""Alembic migrations of the vault catalog (run by :meth:`mithridate.vault.db.Database.migrate`)."""

@@ -1,0 +1,89 @@
+"""The in-process simulator on digits: attacks hurt FedAvg, our default holds; the CLI contract."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from mithridate.federated.simulate import partition, simulate
+
+ROUNDS = 20
+
+
+@pytest.fixture(scope="module")
+def fedavg_clean():
+    return simulate("mean", "none", clients=20, rounds=ROUNDS, seed=0).final_accuracy
+
+
+def test_sign_flipping_breaks_fedavg_and_not_the_default(fedavg_clean):
+    assert fedavg_clean > 0.88
+    assert simulate("mean", "sign_flip", clients=20, rounds=ROUNDS, seed=0).final_accuracy < 0.3
+    result = simulate("default", "sign_flip", clients=20, rounds=ROUNDS, seed=0)
+    assert result.final_accuracy >= fedavg_clean - 0.03
+    assert result.history[-1].excluded == result.malicious_ids  # reputation caught the repeat offenders
+
+
+@pytest.mark.parametrize("attack", ["alie", "ipm", "min_max", "gaussian", "label_flip"])
+def test_default_holds_accuracy_within_three_points(attack, fedavg_clean):
+    result = simulate("default", attack, clients=20, rounds=ROUNDS, seed=0)
+    assert len(result.malicious_ids) == 4
+    assert result.final_accuracy >= fedavg_clean - 0.03, result.final_accuracy
+
+
+def test_model_replacement_backdoors_fedavg_but_not_the_default(fedavg_clean):
+    plain = simulate("mean", "backdoor", clients=20, rounds=ROUNDS, seed=0)
+    assert plain.attack_success_rate > 0.8
+    ours = simulate("default", "backdoor", clients=20, rounds=ROUNDS, seed=0)
+    assert ours.attack_success_rate < 0.1
+    assert ours.final_accuracy >= fedavg_clean - 0.03
+
+
+def test_fltrust_with_a_small_root_set_resists_sign_flipping():
+    assert simulate("fltrust", "sign_flip", clients=20, rounds=10, seed=1).final_accuracy > 0.8
+
+
+def test_dirichlet_partition_covers_every_row_once():
+    import numpy as np
+
+    y = np.repeat(np.arange(10), 30)
+    parts = partition(y, 7, alpha=0.3, rng=np.random.default_rng(0))
+    assert sorted(np.concatenate(parts).tolist()) == list(range(300))
+    top_share = max(np.bincount(y[p], minlength=10).max() / max(len(p), 1) for p in parts)
+    assert top_share > 0.3  # label skew: IID shards hold about 0.1 of each class
+
+
+def test_cli_fl_simulate_writes_results_and_plot(tmp_path):
+    from mithridate.cli import app
+
+    res = CliRunner().invoke(app, ["fl", "simulate", "--aggregator", "default", "--attack", "backdoor",
+                                   "--malicious", "0.2", "--clients", "20", "--rounds", "6",
+                                   "--out", str(tmp_path)])
+    assert res.exit_code == 0, res.output
+    assert "round   6" in res.output and "attack success" in res.output
+    data = json.loads((tmp_path / "results.json").read_text())
+    assert {"final_accuracy", "attack_success_rate"} <= set(data)
+    assert len(data["rounds"]) == 6
+    assert (tmp_path / "accuracy.png").stat().st_size > 1000
+
+
+def test_cli_refuses_an_indefensible_configuration(tmp_path):
+    from mithridate.cli import app
+
+    res = CliRunner().invoke(app, ["fl", "simulate", "--aggregator", "bulyan", "--clients", "10",
+                                   "--num-malicious", "3", "--out", str(tmp_path)])
+    assert res.exit_code == 2
+    assert "4f + 3" in res.output
+
+
+def test_cli_fl_simulate_with_dp_reports_epsilon(tmp_path):
+    pytest.importorskip("dp_accounting")
+    from mithridate.cli import app
+
+    res = CliRunner().invoke(app, ["fl", "simulate", "--aggregator", "mean", "--dp-epsilon", "4", "--rounds", "3",
+                                   "--clients", "10", "--out", str(tmp_path)])
+    assert res.exit_code == 0, res.output
+    data = json.loads((tmp_path / "results.json").read_text())
+    assert abs(data["epsilon"] - 4.0) < 0.05
+    assert "epsilon 4.0" in res.output

@@ -1,0 +1,133 @@
+"""Label-issue detection: confident learning plus neighbourhood agreement, on synthetic and real data."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from threadpoolctl import threadpool_limits
+
+from mithridate.attacks.label_flip import RandomFlip, TargetedFlip
+from mithridate.data import demo
+from mithridate.detect.label_issues import (
+    LabelIssues,
+    confident_joint,
+    label_issue_scores,
+    nearest_labels,
+    neighbour_votes,
+    prune_by_noise_rate,
+)
+from mithridate.errors import DataError
+from mithridate.represent import represent
+
+
+def f1(flags: np.ndarray, truth: np.ndarray) -> float:
+    tp = np.sum(flags & truth)
+    return 2 * tp / max(flags.sum() + truth.sum(), 1)
+
+
+@pytest.fixture(scope="module")
+def synthetic():
+    """Three Gaussian blobs, model probabilities that mostly know the true class, 10% labels flipped."""
+    rng = np.random.default_rng(0)
+    n, k = 600, 3
+    true = rng.integers(0, k, n)
+    features = rng.normal(size=(n, 5)) + 4.0 * np.eye(k, 5)[true]
+    logits = rng.normal(size=(n, k)) + 4.0 * np.eye(k)[true]
+    proba = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    flipped = rng.random(n) < 0.1
+    labels = np.where(flipped, (true + rng.integers(1, k, n)) % k, true)
+    return labels, proba, features, true, flipped
+
+
+def test_confident_joint_counts_the_flips(synthetic):
+    labels, proba, _, _, flipped = synthetic
+    joint, thresholds = confident_joint(labels, proba)
+    assert np.allclose(joint.sum(axis=1), np.bincount(labels, minlength=3))
+    assert np.all((thresholds > 0.5) & (thresholds < 1))
+    off_diagonal = joint.sum() - np.trace(joint)
+    assert abs(off_diagonal - flipped.sum()) <= 0.25 * flipped.sum()
+
+
+def test_core_finds_synthetic_flips_and_their_true_labels(synthetic):
+    labels, proba, features, true, flipped = synthetic
+    result = label_issue_scores(labels, proba, features)
+    assert f1(result.flags, flipped) >= 0.9
+    hit = result.flags & flipped
+    assert np.mean(result.suggested[hit] == true[hit]) >= 0.95
+    assert np.all(result.suggested[~result.flags] == -1)
+    assert np.all(result.scores[result.flags] > 0)
+    # the model alone (no geometry): confident learning still finds most of them
+    alone = label_issue_scores(labels, proba)
+    assert np.array_equal(alone.flags, prune_by_noise_rate(labels, proba))
+    assert f1(alone.flags, flipped) >= 0.8
+
+
+def test_neighbour_votes_exclude_the_row_itself():
+    features = np.array([[0.0], [0.1], [0.2], [10.0], [10.1], [10.2]])
+    labels = np.array([0, 0, 1, 1, 1, 1])
+    neighbours = nearest_labels(labels, features, 2)
+    assert neighbours.tolist() == [[0, 1], [0, 1], [0, 0], [1, 1], [1, 1], [1, 1]]
+    votes = neighbour_votes(neighbours, 2, (1, 2))
+    assert np.allclose(votes[2], [1.0, 0.0]) and np.allclose(votes.sum(axis=1), 1.0)
+
+
+def test_bad_input_is_a_data_error():
+    with pytest.raises(DataError):
+        label_issue_scores(np.array([0, 1]), np.full((3, 2), 0.5))
+    with pytest.raises(DataError):
+        label_issue_scores(np.array([0, 2, 1]), np.full((3, 2), 0.5))
+
+
+def scan(name: str, attack=None):
+    clean = demo(name)
+    if attack is None:
+        data, mask = clean, np.zeros(clean.n_rows, bool)
+    else:
+        poisoned = attack.poison(clean)
+        data, mask = poisoned.dataset, poisoned.mask
+    # one OpenMP thread: gradient boosting's threads crawl when other processes share the cores
+    with threadpool_limits(limits=1):
+        representation = represent(data)
+    return clean, data, mask, LabelIssues().fit(data, representation)
+
+
+@pytest.fixture(scope="module")
+def wine_flipped():
+    return scan("wine", RandomFlip(rate=0.2, random_state=0))
+
+
+@pytest.fixture(scope="module")
+def cancer_flipped():
+    return scan("breast_cancer", RandomFlip(rate=0.2, random_state=0))
+
+
+@pytest.mark.parametrize("case", ["wine_flipped", "cancer_flipped"])
+def test_random_flips_are_found_and_relabelled(case, request):
+    clean, _, mask, detector = request.getfixturevalue(case)
+    assert f1(detector.flags_, mask) >= 0.8  # measured 0.92 (wine) and 0.92 (breast_cancer)
+    hit = detector.flags_ & mask
+    assert np.mean(detector.suggested_label_[hit] == clean.y[hit]) >= 0.85  # measured 0.94 and 1.0
+
+
+def test_evidence_names_the_model_and_the_neighbours(wine_flipped):
+    _, data, _, detector = wine_flipped
+    flagged = np.flatnonzero(detector.flags_)
+    assert all(detector.evidence_[i].startswith(f"label issue: given {data.classes[data.y[i]]}")
+               and "nearest neighbours say" in detector.evidence_[i] for i in flagged)
+    assert all(e == "" for e in detector.evidence_[~detector.flags_])
+    assert np.all(detector.suggested_label_[flagged] != data.y[flagged])
+    assert detector.posterior_.shape == (data.n_rows, data.n_classes)
+
+
+def test_targeted_flip_is_found():
+    clean, _, mask, detector = scan(
+        "breast_cancer", TargetedFlip(source="malignant", target="benign", rate=0.2, random_state=0))
+    assert f1(detector.flags_, mask) >= 0.65  # measured 0.74 (cleanlab on the same probabilities: 0.64)
+    hit = detector.flags_ & mask
+    assert np.all(detector.suggested_label_[hit] == clean.class_code("malignant"))
+
+
+@pytest.mark.parametrize("name", ["wine", "breast_cancer"])
+def test_clean_data_has_few_flags(name):
+    *_, detector = scan(name)
+    assert detector.flags_.mean() <= 0.03  # measured 0/178 (wine) and 6/569 (breast_cancer)
