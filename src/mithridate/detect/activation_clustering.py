@@ -96,6 +96,7 @@ class ActivationClustering(Detector):
     """
 
     name = "activation_clustering"
+    skip_flagged_by = ("label_issues",)
 
     def __init__(self, n_components: int = 10, random_state: int = 0):
         self.n_components = n_components

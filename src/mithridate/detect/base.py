@@ -25,6 +25,10 @@ class Detector:
     """Base class: subclasses set ``name`` and implement :meth:`fit`, ending with :meth:`_set`."""
 
     name = "detector"
+    skip_flagged_by: tuple[str, ...] = ()
+    """Names of detectors that run first in a scan and whose flagged rows this one should not see (a
+    backdoor detector looks for a group sharing one shift; rows already explained as wrong labels would
+    only blur that group)."""
 
     def fit(self, dataset: Dataset, representation: Representation) -> Self:
         raise NotImplementedError  # pragma: no cover - abstract
@@ -39,6 +43,16 @@ class Detector:
         self.suggested_label_ = (np.full(n, -1, dtype=np.int64) if suggested_label is None
                                  else np.asarray(suggested_label, dtype=np.int64))
         return self
+
+    def _expand(self, rows: np.ndarray) -> None:
+        """Spread results fitted on ``rows`` (a mask) back to all rows; the others score lowest, unflagged."""
+        n = len(rows)
+        low = self.scores_.min() if len(self.scores_) else 0.0
+        scores, flags = np.full(n, low), np.zeros(n, bool)
+        evidence, suggested = np.full(n, "", dtype=object), np.full(n, -1, dtype=np.int64)
+        scores[rows], flags[rows], evidence[rows], suggested[rows] = (
+            self.scores_, self.flags_, self.evidence_, self.suggested_label_)
+        self._set(scores, flags, evidence, suggested)
 
     def __repr__(self) -> str:
         params = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.endswith("_"))

@@ -55,7 +55,15 @@ class Scan:
         for detector in detectors:
             if progress:
                 progress(f"running {detector.name}")
-            detector.fit(dataset, representation)
+            explained = np.zeros(dataset.n_rows, bool)
+            for earlier in detectors:
+                if earlier.name in detector.skip_flagged_by and hasattr(earlier, "flags_"):
+                    explained |= earlier.flags_
+            if explained.any():
+                detector.fit(dataset.take(~explained), representation.take(~explained))
+                detector._expand(~explained)
+            else:
+                detector.fit(dataset, representation)
         self.representation_, self.detectors_ = representation, detectors
         self.report_ = Report.from_detectors(dataset, representation, detectors)
         return self

@@ -87,6 +87,7 @@ class SpectralSignatures(Detector):
     """
 
     name = "spectral"
+    skip_flagged_by = ("label_issues",)
 
     def __init__(self, random_state: int = 0):
         self.random_state = random_state

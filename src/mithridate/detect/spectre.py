@@ -132,6 +132,7 @@ class Spectre(Detector):
     """
 
     name = "spectre"
+    skip_flagged_by = ("label_issues",)
 
     def __init__(self, n_components: int = 10, alpha: float = 0.0, random_state: int = 0):
         self.n_components = n_components

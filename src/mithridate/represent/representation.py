@@ -35,6 +35,10 @@ class Representation:
         if len(self.features) != len(self.proba):
             raise DataError(f"{len(self.features)} feature rows but {len(self.proba)} probability rows")
 
+    def take(self, rows: np.ndarray) -> Representation:
+        """The representation of a subset of rows (positions or a boolean mask)."""
+        return Representation(self.features[rows], self.proba[rows], self.description)
+
 
 def out_of_fold_proba(dataset: Dataset, folds: int = 5, random_state: int = 0,
                       progress: Progress | None = None, **model_options) -> np.ndarray:
