@@ -24,7 +24,8 @@ def synthetic_table(n: int, n_columns: int = 50, seed: int = 0) -> tuple[pd.Data
     from sklearn.datasets import make_classification
 
     X, y = make_classification(n_samples=n, n_features=n_columns, n_informative=20, n_redundant=10,
-                               n_classes=3, random_state=seed)
+                               n_classes=3, flip_y=0.0, class_sep=2.0,
+                               random_state=seed)
     rng = np.random.default_rng(seed)
     table = pd.DataFrame(X.astype(np.float32), columns=[f"f{i}" for i in range(n_columns)])
     for i in range(n_columns - 10, n_columns):  # the last 10 columns become categories
