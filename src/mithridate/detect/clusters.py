@@ -25,6 +25,11 @@ class. A group is flagged, all its rows together, when
 
 These are scale-free properties of the data's own geometry; no contamination rate is involved.
 
+Big classes are clustered on a random sample of :data:`MAX_CLUSTERED_ROWS` rows (HDBSCAN's cost grows
+faster than linearly), every other row joining the cluster of its nearest sampled row; a group then needs
+``min_size`` rows in the sample, so in a class of 100,000 rows a group of fewer than about 50 can be missed
+(the per-row and duplicate detectors still see its rows).
+
 >>> from mithridate.data import demo
 >>> from mithridate.represent import Representation, TableEncoder
 >>> ds = demo("wine")
@@ -42,6 +47,7 @@ import numpy as np
 from scipy.spatial.distance import cdist, pdist
 from sklearn.cluster import HDBSCAN, KMeans
 from sklearn.decomposition import PCA
+from sklearn.neighbors import NearestNeighbors
 
 from mithridate.data import Dataset
 from mithridate.detect.base import Detector
@@ -50,6 +56,9 @@ from mithridate.represent import Representation
 
 STRONG_STRUCTURE = 0.7
 """Kaufman & Rousseeuw's silhouette level for a strong structure."""
+
+MAX_CLUSTERED_ROWS = 10_000
+"""Rows per class the clusterings run on; bigger classes are sampled."""
 
 
 @dataclass(frozen=True)
@@ -79,18 +88,28 @@ def split_silhouette(x: np.ndarray, members: np.ndarray, rest: np.ndarray) -> fl
 
 
 def candidate_groups(x: np.ndarray, max_k: int = 10, min_size: int = 5, max_share: float = 1 / 3,
-                     n_components: int = 10, sample: int = 2000, random_state: int = 0) -> list[Group]:
+                     n_components: int = 10, sample: int = 2000, max_rows: int = MAX_CLUSTERED_ROWS,
+                     random_state: int = 0) -> list[Group]:
     """Every small cluster that HDBSCAN or k-means (k = 2..max_k) finds in one class's rows ``x``, best
-    silhouette first. Distances are estimated on samples of at most ``sample`` rows."""
+    silhouette first. Distances are estimated on samples of at most ``sample`` rows. A class of more than
+    ``max_rows`` rows is clustered on a random sample of that many (HDBSCAN's cost grows faster than
+    linearly), and every other row joins the cluster of its nearest sampled row."""
     n = len(x)
     rng = np.random.default_rng(random_state)
     z = np.asarray(x, dtype=np.float64).reshape(n, -1)
     p = min(n_components, z.shape[1], n - 1)
     if p < z.shape[1]:
         z = PCA(p, random_state=random_state).fit_transform(z)
-    partitions = [(0, HDBSCAN(min_cluster_size=min_size, copy=True).fit_predict(z))]
-    partitions += [(k, KMeans(k, n_init=3, random_state=random_state).fit_predict(z))
-                   for k in range(2, min(max_k, n // min_size) + 1)]
+    fitted = subsample(np.arange(n), max_rows, rng)
+    nearest = None if len(fitted) == n else \
+        NearestNeighbors(n_neighbors=1).fit(z[fitted]).kneighbors(z, return_distance=False)[:, 0]
+
+    def spread(labels: np.ndarray) -> np.ndarray:
+        return labels if nearest is None else labels[nearest]
+
+    partitions = [(0, spread(HDBSCAN(min_cluster_size=min_size, copy=True).fit_predict(z[fitted])))]
+    partitions += [(k, spread(KMeans(k, n_init=3, random_state=random_state).fit_predict(z[fitted])))
+                   for k in range(2, min(max_k, len(fitted) // min_size) + 1)]
     groups, seen = [], set()
     for k, labels in partitions:
         for c in range(labels.max() + 1):

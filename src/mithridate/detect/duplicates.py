@@ -4,11 +4,14 @@ Copies are a cheap poisoning lever: duplicating a row multiplies its weight in t
 another label (a "conflict") is a label flip that the original cannot outvote. Two notions:
 
 - **exact**: identical raw inputs (the table row's values, the image's bytes), found by hashing each row;
-- **near**: rows closer in the representation than the data's own nearest-neighbour distances allow.
+- **near**: rows closer in the (standardised) representation than the data's own nearest-neighbour
+  distances allow.
   The threshold is data-driven: the distance from each row to its nearest other row is computed, and a
   pair counts as near when its distance is far out on the low side of that distribution (Tukey's lower
   fence, three interquartile ranges below the first quartile, on a log scale: near copies are typically
-  orders of magnitude closer than natural neighbours).
+  orders of magnitude closer than natural neighbours). Near pairs are looked for among each row's
+  :data:`NEAR_NEIGHBOURS` nearest neighbours (the scan's shared neighbour search); a bigger cluster of
+  near copies is still found whole, as a chain.
 
 Rows linked by either relation form a group (connected components). A group with more than one label is
 a conflict: all its rows are flagged, and the label the out-of-fold model favours for the group is
@@ -34,12 +37,14 @@ import numpy as np
 import pandas as pd
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
-from sklearn.neighbors import NearestNeighbors
 
 from mithridate.data import Dataset
 from mithridate.detect.base import Detector
 from mithridate.detect.fences import FAR_OUT, tukey_lower_fence
 from mithridate.represent import Representation
+
+NEAR_NEIGHBOURS = 10
+"""How many nearest neighbours of each row are checked for near copies."""
 
 
 def row_hashes(features: pd.DataFrame | np.ndarray) -> np.ndarray:
@@ -59,27 +64,21 @@ def near_threshold(nn_distance: np.ndarray, k: float = FAR_OUT) -> tuple[float, 
     return float(np.exp(tukey_lower_fence(np.log(positive), k))), float(np.median(positive))
 
 
-def duplicate_groups(hashes: np.ndarray, features: np.ndarray, k: float = FAR_OUT,
+def duplicate_groups(hashes: np.ndarray, distances: np.ndarray, neighbours: np.ndarray, k: float = FAR_OUT,
                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray, float, float]:
-    """``(group, exact, nn_distance, threshold, typical)``: a group id per row (rows in no group get a
-    group of their own), whether the row has an exact copy, its distance to the nearest other row in
-    ``features``, the near-duplicate distance threshold and the median nearest-neighbour distance."""
-    features = np.asarray(features, dtype=np.float32).reshape(len(features), -1)
-    n = len(features)
+    """``(group, exact, nn_distance, threshold, typical)`` from row ``hashes`` and each row's nearest other
+    rows (``distances`` and positions ``neighbours``, (n, m), nearest first): a group id per row (rows in no
+    group get a group of their own), whether the row has an exact copy, its distance to the nearest other
+    row, the near-duplicate distance threshold and the median nearest-neighbour distance."""
+    n = len(hashes)
     _, key, counts = np.unique(hashes, return_inverse=True, return_counts=True)
     key = key.reshape(-1)
     exact = counts[key] > 1
-    index = NearestNeighbors(n_neighbors=min(2, n)).fit(features)
-    dist, nbr = index.kneighbors(features)
-    # the nearest *other* row: the first neighbour is the row itself unless an identical row came first
-    nn_distance = np.where(nbr[:, 0] == np.arange(n), dist[:, -1], dist[:, 0])
+    nn_distance = distances[:, 0] if distances.shape[1] else np.zeros(n)
     threshold, typical = near_threshold(nn_distance, k)
-    rows, cols = [np.arange(n)], [key + n]  # link each row to a node for its hash
-    if threshold > 0:
-        near = index.radius_neighbors_graph(features, radius=threshold, mode="connectivity").tocoo()
-        rows.append(near.row)
-        cols.append(near.col)
-    rows, cols = np.concatenate(rows), np.concatenate(cols)
+    near = distances <= threshold if threshold > 0 else np.zeros(distances.shape, dtype=bool)
+    rows = np.r_[np.arange(n), np.nonzero(near)[0]]  # link each row to a node for its hash, and near pairs
+    cols = np.r_[key + n, neighbours[near]]
     graph = coo_matrix((np.ones(len(rows)), (rows, cols)), shape=(n + key.max() + 1,) * 2)
     _, component = connected_components(graph, directed=False)
     return component[:n], exact, nn_distance, threshold, typical
@@ -101,8 +100,9 @@ class Duplicates(Detector):
     def fit(self, dataset: Dataset, representation: Representation) -> Self:
         y = dataset.y
         n = dataset.n_rows
+        distances, neighbours = representation.neighbours(NEAR_NEIGHBOURS)
         group, exact, nn_distance, self.threshold_, self.typical_ = duplicate_groups(
-            row_hashes(dataset.features), representation.features, self.far_out)
+            row_hashes(dataset.features), distances, neighbours, self.far_out)
         sizes = np.bincount(group)
         in_group = sizes[group] > 1
         self.groups_ = np.where(in_group, np.unique(group, return_inverse=True)[1].reshape(-1), -1)

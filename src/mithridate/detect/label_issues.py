@@ -39,13 +39,11 @@ from collections.abc import Sequence
 from typing import NamedTuple, Self
 
 import numpy as np
-from sklearn.neighbors import NearestNeighbors
-from sklearn.preprocessing import StandardScaler
 
 from mithridate.data import Dataset
 from mithridate.detect.base import Detector
 from mithridate.errors import DataError
-from mithridate.represent import Representation
+from mithridate.represent import Representation, nearest_neighbours
 
 NEIGHBOURS = (5, 10, 20, 40)
 
@@ -113,18 +111,7 @@ def prune_by_noise_rate(labels: np.ndarray, proba: np.ndarray) -> np.ndarray:
 def nearest_labels(labels: np.ndarray, features: np.ndarray, n_neighbors: int) -> np.ndarray:
     """The labels of each row's ``n_neighbors`` nearest other rows in standardised ``features``, nearest
     first: shape ``(n, n_neighbors)``."""
-    x = np.asarray(features, dtype=np.float64).reshape(len(labels), -1)
-    if not np.isfinite(x).all():
-        raise DataError("the representation's features contain missing or infinite values")
-    x = StandardScaler().fit_transform(x)
-    m = min(n_neighbors, len(x) - 1)
-    index = NearestNeighbors(n_neighbors=m + 1).fit(x).kneighbors(x, return_distance=False)
-    # drop each row itself (usually the first neighbour, but exact duplicates may come first)
-    own = index == np.arange(len(x))[:, None]
-    drop = np.where(own.any(axis=1), own.argmax(axis=1), m)
-    keep = np.ones(index.shape, dtype=bool)
-    keep[np.arange(len(x)), drop] = False
-    return labels[index[keep].reshape(len(x), m)]
+    return labels[nearest_neighbours(np.asarray(features).reshape(len(labels), -1), n_neighbors)[1]]
 
 
 def neighbour_votes(neighbours: np.ndarray, n_classes: int, sizes: Sequence[int] = NEIGHBOURS) -> np.ndarray:
@@ -135,10 +122,11 @@ def neighbour_votes(neighbours: np.ndarray, n_classes: int, sizes: Sequence[int]
     return np.mean([counts[:, s - 1] / s for s in sizes], axis=0)
 
 
-def label_issue_scores(labels, proba, features=None, *,
-                       n_neighbors: Sequence[int] = NEIGHBOURS) -> LabelIssueResult:
+def label_issue_scores(labels, proba, features=None, *, n_neighbors: Sequence[int] = NEIGHBOURS,
+                       neighbours: np.ndarray | None = None) -> LabelIssueResult:
     """Score, flag and relabel label issues from out-of-fold ``proba`` (n, k) and a geometry ``features``
     (n, d) (see the module docstring). Without ``features`` the model alone decides (confident learning).
+    ``neighbours``: the positions of each row's nearest other rows, nearest first, if already known.
 
     >>> p = np.array([[.9, .1], [.8, .2], [.7, .3], [.2, .8], [.1, .9], [.95, .05]])
     >>> label_issue_scores(np.array([0, 0, 0, 1, 1, 1]), p).flags.tolist()
@@ -152,13 +140,16 @@ def label_issue_scores(labels, proba, features=None, *,
     if labels.min() < 0 or labels.max() >= k:
         raise DataError(f"labels must be class codes 0..{k - 1}")
     _, model_margin = margins(labels, proba)
-    if features is None or n < 3:
+    if (features is None and neighbours is None) or n < 3:
         neighbours, votes = np.zeros((n, 0), dtype=np.int64), np.zeros((n, k))
         posterior, scores = proba, model_margin
         flags = prune_by_noise_rate(labels, proba)
         estimate = off_diagonal(labels, proba)
     else:
-        neighbours = nearest_labels(labels, features, max(np.atleast_1d(n_neighbors)))
+        if neighbours is None:
+            neighbours = nearest_labels(labels, features, max(np.atleast_1d(n_neighbors)))
+        else:
+            neighbours = labels[neighbours]
         votes = neighbour_votes(neighbours, k, n_neighbors)
         posterior = (proba + votes) / 2
         scores = np.minimum(model_margin, margins(labels, votes)[1])
@@ -190,8 +181,11 @@ class LabelIssues(Detector):
         self.n_neighbors = n_neighbors
 
     def fit(self, dataset: Dataset, representation: Representation) -> Self:
-        features = representation.features if representation.features.size else None
-        result = label_issue_scores(dataset.y, representation.proba, features, n_neighbors=self.n_neighbors)
+        neighbours = None
+        if representation.features.size:
+            neighbours = representation.neighbours(max(np.atleast_1d(self.n_neighbors)))[1]
+        result = label_issue_scores(dataset.y, representation.proba, n_neighbors=self.n_neighbors,
+                                    neighbours=neighbours)
         nearest = result.neighbours[:, :10]
         names = np.asarray(dataset.classes, dtype=object)
         evidence = np.full(dataset.n_rows, "", dtype=object)

@@ -15,6 +15,11 @@ __all__ = [
     "to_nchw",
 ]
 
-from mithridate.represent.representation import Representation, out_of_fold_proba, represent
+from mithridate.represent.representation import (
+    Representation,
+    nearest_neighbours,
+    out_of_fold_proba,
+    represent,
+)
 
-__all__ += ["Representation", "out_of_fold_proba", "represent"]
+__all__ += ["Representation", "nearest_neighbours", "out_of_fold_proba", "represent"]

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from sklearn.model_selection import StratifiedKFold
+from sklearn.neighbors import NearestNeighbors
 
 from mithridate.data import Dataset
 from mithridate.errors import DataError
@@ -30,6 +31,7 @@ class Representation:
     features: np.ndarray
     proba: np.ndarray
     description: str
+    _neighbours: dict = field(default_factory=dict, init=False, repr=False)
 
     def __post_init__(self) -> None:
         if len(self.features) != len(self.proba):
@@ -38,6 +40,40 @@ class Representation:
     def take(self, rows: np.ndarray) -> Representation:
         """The representation of a subset of rows (positions or a boolean mask)."""
         return Representation(self.features[rows], self.proba[rows], self.description)
+
+    def neighbours(self, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """:func:`nearest_neighbours` of ``features``, computed once per representation (the search is the
+        costliest step of a big table's scan, and several detectors read it)."""
+        have = self._neighbours.get("k", -1)
+        if have < min(k, len(self.features) - 1):
+            self._neighbours.update(k=k, result=nearest_neighbours(self.features, k))
+        distances, positions = self._neighbours["result"]
+        return distances[:, :k], positions[:, :k]
+
+
+def nearest_neighbours(features: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(distances, positions)``, each (n, min(k, n - 1)): each row's nearest *other* rows in the
+    standardised ``features``, nearest first.
+
+    Each dimension is centred and divided by its standard deviation, or by the median of the dimensions'
+    standard deviations if that is larger: near-constant dimensions (background pixels, rare one-hot
+    levels, dead units) are not blown up until their noise decides who is near."""
+    x = np.asarray(features, dtype=np.float64).reshape(len(features), -1)
+    if not np.isfinite(x).all():
+        raise DataError("the representation's features contain missing or infinite values")
+    n = len(x)
+    m = min(k, n - 1)
+    if m < 1:
+        return np.zeros((n, 0), np.float32), np.zeros((n, 0), np.int64)
+    scale = x.std(axis=0)
+    x = (x - x.mean(axis=0)) / np.maximum(scale, max(float(np.median(scale)), 1e-12))
+    distances, index = NearestNeighbors(n_neighbors=m + 1).fit(x).kneighbors(x)
+    # drop each row itself (usually the first neighbour, but exact duplicates may come first)
+    own = index == np.arange(n)[:, None]
+    drop = np.where(own.any(axis=1), own.argmax(axis=1), m)
+    keep = np.ones(index.shape, dtype=bool)
+    keep[np.arange(n), drop] = False
+    return distances[keep].reshape(n, m), index[keep].reshape(n, m)
 
 
 def out_of_fold_proba(dataset: Dataset, folds: int = 5, random_state: int = 0,
