@@ -17,7 +17,7 @@ from mithridate.detect.label_issues import (
     prune_by_noise_rate,
 )
 from mithridate.errors import DataError
-from mithridate.represent import represent
+from mithridate.represent import nearest_neighbours, represent
 
 
 def f1(flags: np.ndarray, truth: np.ndarray) -> float:
@@ -60,6 +60,17 @@ def test_core_finds_synthetic_flips_and_their_true_labels(synthetic):
     alone = label_issue_scores(labels, proba)
     assert np.array_equal(alone.flags, prune_by_noise_rate(labels, proba))
     assert f1(alone.flags, flipped) >= 0.8
+
+
+def test_neighbours_from_a_reference_sample_still_find_the_flips(synthetic):
+    # beyond max_reference rows (100,000 in a scan) neighbours come from a random sample of rows
+    labels, proba, features, _, flipped = synthetic
+    distances, positions = nearest_neighbours(features, 40, max_reference=200)
+    assert len(np.unique(positions)) <= 200
+    assert not (positions == np.arange(len(labels))[:, None]).any()
+    assert np.all(np.diff(distances, axis=1) >= 0)
+    result = label_issue_scores(labels, proba, neighbours=positions)
+    assert f1(result.flags, flipped) >= 0.85
 
 
 def test_neighbour_votes_exclude_the_row_itself():

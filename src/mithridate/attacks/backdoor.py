@@ -19,6 +19,7 @@ stamp the trigger on test inputs and measure the attack success rate.
 
 from __future__ import annotations
 
+from abc import abstractmethod
 from typing import Literal
 
 import numpy as np
@@ -72,12 +73,13 @@ class BackdoorAttack(Attack):
         out[rows] = self.add_trigger(out[rows])
         return out
 
+    @abstractmethod
     def _fit_trigger(self, dataset: Dataset) -> None:
-        raise NotImplementedError  # pragma: no cover - abstract
+        """Choose the trigger for ``dataset`` (its size, place or values)."""
 
+    @abstractmethod
     def add_trigger(self, features):
         """Return a copy of ``features`` (rows of the same kind of data) with the trigger applied."""
-        raise NotImplementedError  # pragma: no cover - abstract
 
     def triggered_test(self, test: Dataset) -> Dataset:
         """The test rows outside the target class with the trigger stamped on (labels unchanged)."""

@@ -6,6 +6,7 @@ dataset plus the ground-truth mask of the rows it touched, so defences can be sc
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -33,13 +34,14 @@ class Poisoned:
         return pd.DataFrame({"row": np.arange(len(self.mask)), "poisoned": self.mask.astype(bool)})
 
 
-class Attack:
+class Attack(ABC):
     """Base class of all attacks. Subclasses set ``name`` and implement :meth:`poison`."""
 
     name = "attack"
 
+    @abstractmethod
     def poison(self, dataset: Dataset) -> Poisoned:
-        raise NotImplementedError  # pragma: no cover - abstract
+        """A poisoned copy of ``dataset`` and the mask of the rows touched."""
 
     def _rng(self) -> np.random.Generator:
         return np.random.default_rng(getattr(self, "random_state", 0))

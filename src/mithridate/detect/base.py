@@ -13,6 +13,7 @@ Each detector file keeps its algorithm as a plain function (arrays in, arrays ou
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from typing import Self
 
 import numpy as np
@@ -21,7 +22,7 @@ from mithridate.data import Dataset
 from mithridate.represent import Representation
 
 
-class Detector:
+class Detector(ABC):
     """Base class: subclasses set ``name`` and implement :meth:`fit`, ending with :meth:`_set`."""
 
     name = "detector"
@@ -30,8 +31,9 @@ class Detector:
     backdoor detector looks for a group sharing one shift; rows already explained as wrong labels would
     only blur that group)."""
 
+    @abstractmethod
     def fit(self, dataset: Dataset, representation: Representation) -> Self:
-        raise NotImplementedError  # pragma: no cover - abstract
+        """Learn from ``dataset`` seen through ``representation``; set the protocol's attributes."""
 
     def _set(self, scores, flags, evidence=None, suggested_label=None) -> Self:
         n = len(scores)

@@ -51,24 +51,36 @@ class Representation:
         return distances[:, :k], positions[:, :k]
 
 
-def nearest_neighbours(features: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+MAX_REFERENCE = 100_000
+"""Beyond this many rows, neighbours are looked for among a random sample of this many."""
+
+
+def nearest_neighbours(features: np.ndarray, k: int, max_reference: int = MAX_REFERENCE,
+                       random_state: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """``(distances, positions)``, each (n, min(k, n - 1)): each row's nearest *other* rows in the
     standardised ``features``, nearest first.
 
     Each dimension is centred and divided by its standard deviation, or by the median of the dimensions'
     standard deviations if that is larger: near-constant dimensions (background pixels, rare one-hot
-    levels, dead units) are not blown up until their noise decides who is near."""
+    levels, dead units) are not blown up until their noise decides who is near. The search is exact and
+    its cost grows with rows squared, so beyond ``max_reference`` rows the neighbours are drawn from a
+    random sample of that many rows (time then grows linearly; the neighbourhoods stay dense enough for
+    label votes, but a near copy whose twin is outside the sample is missed)."""
     x = np.asarray(features, dtype=np.float64).reshape(len(features), -1)
     if not np.isfinite(x).all():
         raise DataError("the representation's features contain missing or infinite values")
     n = len(x)
     m = min(k, n - 1)
     if m < 1:
-        return np.zeros((n, 0), np.float32), np.zeros((n, 0), np.int64)
+        return np.zeros((n, 0)), np.zeros((n, 0), np.int64)
     scale = x.std(axis=0)
     x = (x - x.mean(axis=0)) / np.maximum(scale, max(float(np.median(scale)), 1e-12))
-    distances, index = NearestNeighbors(n_neighbors=m + 1).fit(x).kneighbors(x)
-    # drop each row itself (usually the first neighbour, but exact duplicates may come first)
+    reference = np.arange(n) if n <= max_reference else \
+        np.sort(np.random.default_rng(random_state).choice(n, max_reference, replace=False))
+    distances, index = NearestNeighbors(n_neighbors=m + 1).fit(x[reference]).kneighbors(x)
+    index = reference[index]
+    # drop each row itself (usually the first neighbour, but exact duplicates may come first); rows
+    # outside the reference sample drop their farthest neighbour instead
     own = index == np.arange(n)[:, None]
     drop = np.where(own.any(axis=1), own.argmax(axis=1), m)
     keep = np.ones(index.shape, dtype=bool)

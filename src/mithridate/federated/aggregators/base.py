@@ -15,6 +15,8 @@ weighs at most a few honest clients.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+
 import numpy as np
 
 from mithridate.errors import MithridateError
@@ -100,7 +102,7 @@ def distance_suspicion(x: np.ndarray, center: np.ndarray) -> np.ndarray:
     return d / scale if scale > 0 else np.where(d > 0, np.inf, 0.0)
 
 
-class Aggregator:
+class Aggregator(ABC):
     """Base class. Subclasses set ``name`` and implement :meth:`_aggregate` and :meth:`max_malicious`.
 
     ``fit(updates, weights=None, **context)``: ``weights`` are self-reported example counts (bounded by
@@ -119,9 +121,9 @@ class Aggregator:
         self.num_malicious = num_malicious
         self.max_weight_ratio = max_weight_ratio
 
+    @abstractmethod
     def max_malicious(self, n: int) -> int:
         """The most malicious clients among ``n`` this rule is designed to withstand."""
-        raise NotImplementedError  # pragma: no cover - abstract
 
     def resolve_malicious(self, n: int) -> int:
         """``num_malicious`` checked against what the rule tolerates with ``n`` clients (``None``: the most)."""
@@ -155,8 +157,9 @@ class Aggregator:
     def __call__(self, updates, weights=None, **context) -> np.ndarray:
         return self.fit(updates, weights, **context).aggregate_
 
+    @abstractmethod
     def _aggregate(self, x: np.ndarray, w: np.ndarray, **context) -> np.ndarray:
-        raise NotImplementedError  # pragma: no cover - abstract
+        """The rule itself on checked updates ``x`` (clients x parameters) and bounded weights ``w``."""
 
     def __repr__(self) -> str:
         params = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.endswith("_") and k[0] != "_")
