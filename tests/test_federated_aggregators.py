@@ -164,3 +164,19 @@ def test_parity_with_flower(rule):
     theirs = np.concatenate([arrays["w"].numpy().ravel(), arrays["b"].numpy().ravel()])
     mine = aggregate(rule, x, weights=counts, max_weight_ratio=None, **ours)
     np.testing.assert_allclose(mine, theirs, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["median", "trimmed_mean"])
+def test_overwrite_reuses_the_buffer_only_when_asked(name):
+    x = np.random.default_rng(3).normal(size=(15, 2000)).astype(np.float32)
+    expected = np.median(x, axis=0) if name == "median" else np.sort(x, axis=0)[3:12].mean(axis=0)
+    kept = x.copy()
+    np.testing.assert_allclose(make_aggregator(name).fit(x, suspicion=False).aggregate_, expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(x, kept)  # the default never touches the caller's updates
+    scratch = x.copy()
+    out = make_aggregator(name).fit(scratch, suspicion=False, overwrite=True).aggregate_
+    np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-6)
+    assert not np.array_equal(scratch, kept)  # it did work in place
+    suspicious = x.copy()  # suspicion needs the updates as they came: no overwriting then
+    make_aggregator(name).fit(suspicious, overwrite=True)
+    np.testing.assert_array_equal(suspicious, kept)

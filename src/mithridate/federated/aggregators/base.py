@@ -141,12 +141,16 @@ class Aggregator(ABC):
         """The condition on n and f, in words (for error messages and docs)."""
         return ""
 
-    def fit(self, updates, weights=None, *, suspicion: bool = True, **context) -> Aggregator:
-        """Aggregate; ``suspicion=False`` skips ``suspicion_`` (two passes over the updates)."""
+    def fit(self, updates, weights=None, *, suspicion: bool = True, overwrite: bool = False,
+            **context) -> Aggregator:
+        """Aggregate; ``suspicion=False`` skips ``suspicion_`` (two passes over the updates).
+        ``overwrite=True`` (with ``suspicion=False``) lets a coordinate-wise rule reorder ``updates`` in
+        place instead of copying them, for callers that own the buffer and are done with it."""
         # a coordinate-wise rule's output is non-finite where its input was (median propagates NaN): check that
         x = check_updates(updates, finite=not self.coordinatewise)
         w = bound_weights(weights, x.shape[0], self.max_weight_ratio)
-        agg = np.asarray(self._aggregate(x, w, **context))
+        agg = np.asarray(self._aggregate(x, w, overwrite=overwrite and not suspicion and x is updates,
+                                         **context))
         if self.coordinatewise and not np.isfinite(agg).all():
             raise AggregationError("updates contain NaN or infinite values (drop those clients first)")
         self.aggregate_ = agg.astype(x.dtype, copy=False)

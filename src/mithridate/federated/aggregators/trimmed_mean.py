@@ -15,8 +15,9 @@ import numpy as np
 from mithridate.federated.aggregators.base import AggregationError, Aggregator, column_chunks
 
 
-def trimmed_mean(x: np.ndarray, k: int) -> np.ndarray:
-    """Mean of each column without its ``k`` smallest and ``k`` largest values."""
+def trimmed_mean(x: np.ndarray, k: int, overwrite: bool = False) -> np.ndarray:
+    """Mean of each column without its ``k`` smallest and ``k`` largest values (``overwrite``: reorder
+    ``x`` in place rather than copy it)."""
     n = x.shape[0]
     if not 0 <= 2 * k < n:
         raise AggregationError(f"cannot trim {k} from each side of {n} clients")
@@ -25,7 +26,11 @@ def trimmed_mean(x: np.ndarray, k: int) -> np.ndarray:
     out = np.empty(x.shape[1], dtype=x.dtype)
     starts, step = column_chunks(x, whole_below=1 << 26)
     for start in starts:
-        part = np.partition(x[:, start:start + step], (k, n - k - 1), axis=0)
+        part = x[:, start:start + step]
+        if overwrite:
+            part.partition((k, n - k - 1), axis=0)
+        else:
+            part = np.partition(part, (k, n - k - 1), axis=0)
         out[start:start + step] = part[k:n - k].mean(axis=0)
     return out
 
@@ -57,5 +62,5 @@ class TrimmedMean(Aggregator):
             return int(beta * n)
         return self.resolve_malicious(n)
 
-    def _aggregate(self, x, w, **context):
-        return trimmed_mean(x, self.trim(x.shape[0]))
+    def _aggregate(self, x, w, overwrite: bool = False, **context):
+        return trimmed_mean(x, self.trim(x.shape[0]), overwrite)
