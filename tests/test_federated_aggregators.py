@@ -7,7 +7,7 @@ import pytest
 from scipy.optimize import minimize
 
 from mithridate.federated import NAMES, AggregationError, aggregate, make_aggregator
-from mithridate.federated.aggregators import CenteredClipping, bound_weights
+from mithridate.federated.aggregators import Bulyan, CenteredClipping, bound_weights
 from mithridate.federated.aggregators.nnm import nnm
 from mithridate.federated.reputation import Reputation
 
@@ -166,17 +166,13 @@ def test_parity_with_flower(rule):
     np.testing.assert_allclose(mine, theirs, rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("name", ["median", "trimmed_mean"])
-def test_overwrite_reuses_the_buffer_only_when_asked(name):
-    x = np.random.default_rng(3).normal(size=(15, 2000)).astype(np.float32)
-    expected = np.median(x, axis=0) if name == "median" else np.sort(x, axis=0)[3:12].mean(axis=0)
-    kept = x.copy()
-    np.testing.assert_allclose(make_aggregator(name).fit(x, suspicion=False).aggregate_, expected, rtol=1e-5, atol=1e-6)
-    np.testing.assert_array_equal(x, kept)  # the default never touches the caller's updates
-    scratch = x.copy()
-    out = make_aggregator(name).fit(scratch, suspicion=False, overwrite=True).aggregate_
-    np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-6)
-    assert not np.array_equal(scratch, kept)  # it did work in place
-    suspicious = x.copy()  # suspicion needs the updates as they came: no overwriting then
-    make_aggregator(name).fit(suspicious, overwrite=True)
-    np.testing.assert_array_equal(suspicious, kept)
+def test_big_inputs_aggregated_in_parallel_blocks_match_the_plain_formula():
+    # 1.2M values: above by_column_blocks' serial threshold, so the blocks run on threads
+    x = np.random.default_rng(5).normal(size=(20, 60_000)).astype(np.float32)
+    ordered = np.sort(x, axis=0)
+    np.testing.assert_array_equal(aggregate("median", x), np.median(x, axis=0))
+    np.testing.assert_allclose(aggregate("trimmed_mean", x), ordered[4:16].mean(axis=0), rtol=1e-5, atol=1e-6)
+    rows = Bulyan(num_malicious=4).fit(x, suspicion=False)
+    kept = x[rows.selected_]
+    closest = np.take_along_axis(kept, np.argsort(np.abs(kept - np.median(kept, axis=0)), axis=0)[:4], axis=0)
+    np.testing.assert_allclose(rows.aggregate_, closest.mean(axis=0), rtol=1e-5, atol=1e-6)

@@ -165,7 +165,7 @@ class RobustStrategy(FedAvg):
         for key in global_arrays:
             layer = np.stack([r[key].numpy().ravel() for r in records])
             ref = global_arrays[key].numpy()
-            agg = self.aggregator.fit(layer, suspicion=False, overwrite=True).aggregate_
+            agg = self.aggregator.fit(layer, suspicion=False).aggregate_
             out[key] = Array(np.asarray(agg, dtype=ref.dtype).reshape(ref.shape))
         metrics = self.train_metrics_aggr_fn(contents, self.weighted_by_key)
         metrics["excluded-clients"] = 0

@@ -15,7 +15,10 @@ weighs at most a few honest clients.
 
 from __future__ import annotations
 
+import os
 from abc import ABC, abstractmethod
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -67,6 +70,27 @@ def column_chunks(x: np.ndarray, budget: int = 1 << 20, whole_below: int = 0) ->
         return range(0, x.shape[1], max(1, x.shape[1])), max(1, x.shape[1])
     step = max(1, budget // max(1, x.shape[0]))
     return range(0, x.shape[1], step), step
+
+
+def by_column_blocks(fn: Callable[[np.ndarray], np.ndarray], x: np.ndarray, budget: int = 1 << 22,
+                     serial_below: int = 1 << 20) -> np.ndarray:
+    """``fn`` (a column-wise reduction: an (n, k) block in, k values out) over blocks of columns of ``x`` of
+    about ``budget`` values each (bounded temporary memory), on one thread per CPU: numpy's partition and
+    sort release the GIL, so a median over 2 cores takes about 0.6 of the time. Inputs under
+    ``serial_below`` values run in one call."""
+    n, d = x.shape
+    workers = os.cpu_count() or 1
+    if x.size < serial_below or workers == 1:
+        return np.asarray(fn(x))
+    step = max(1, min(budget // max(n, 1), -(-d // workers)))
+    out = np.empty(d, dtype=np.result_type(x.dtype, np.float32))
+
+    def one(start: int) -> None:
+        out[start:start + step] = fn(x[:, start:start + step])
+
+    with ThreadPoolExecutor(workers) as pool:
+        list(pool.map(one, range(0, d, step)))
+    return out
 
 
 def matvec(w: np.ndarray, x: np.ndarray) -> np.ndarray:
@@ -141,16 +165,12 @@ class Aggregator(ABC):
         """The condition on n and f, in words (for error messages and docs)."""
         return ""
 
-    def fit(self, updates, weights=None, *, suspicion: bool = True, overwrite: bool = False,
-            **context) -> Aggregator:
-        """Aggregate; ``suspicion=False`` skips ``suspicion_`` (two passes over the updates).
-        ``overwrite=True`` (with ``suspicion=False``) lets a coordinate-wise rule reorder ``updates`` in
-        place instead of copying them, for callers that own the buffer and are done with it."""
+    def fit(self, updates, weights=None, *, suspicion: bool = True, **context) -> Aggregator:
+        """Aggregate; ``suspicion=False`` skips ``suspicion_`` (two passes over the updates)."""
         # a coordinate-wise rule's output is non-finite where its input was (median propagates NaN): check that
         x = check_updates(updates, finite=not self.coordinatewise)
         w = bound_weights(weights, x.shape[0], self.max_weight_ratio)
-        agg = np.asarray(self._aggregate(x, w, overwrite=overwrite and not suspicion and x is updates,
-                                         **context))
+        agg = np.asarray(self._aggregate(x, w, **context))
         if self.coordinatewise and not np.isfinite(agg).all():
             raise AggregationError("updates contain NaN or infinite values (drop those clients first)")
         self.aggregate_ = agg.astype(x.dtype, copy=False)

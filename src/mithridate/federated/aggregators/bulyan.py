@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from mithridate.federated.aggregators.base import AggregationError, Aggregator, column_chunks
+from mithridate.federated.aggregators.base import AggregationError, Aggregator, by_column_blocks
 from mithridate.federated.aggregators.krum import multi_krum_select
 
 
@@ -27,14 +27,13 @@ def bulyan(x: np.ndarray, num_malicious: int) -> tuple[np.ndarray, np.ndarray]:
     if beta < 1:
         raise AggregationError(f"bulyan needs n >= 4f + 3 (n={n}, f={f})")
     keep = multi_krum_select(x, f, theta)
-    out = np.empty(x.shape[1], dtype=x.dtype)
-    starts, step = column_chunks(x)
-    for start in starts:  # by column blocks: the same result with little temporary memory
-        sel = x[keep, start:start + step]
-        med = np.median(sel, axis=0)
-        idx = np.argpartition(np.abs(sel - med), beta - 1, axis=0)[:beta]
-        out[start:start + step] = np.take_along_axis(sel, idx, axis=0).mean(axis=0)
-    return out, keep
+
+    def block_mean(sel: np.ndarray) -> np.ndarray:
+        idx = np.argpartition(np.abs(sel - np.median(sel, axis=0)), beta - 1, axis=0)[:beta]
+        return np.take_along_axis(sel, idx, axis=0).mean(axis=0)
+
+    # by column blocks, selecting within each: the same result with little temporary memory
+    return by_column_blocks(lambda block: block_mean(block[keep]), x).astype(x.dtype, copy=False), keep
 
 
 class Bulyan(Aggregator):

@@ -11,17 +11,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from mithridate.federated.aggregators.base import Aggregator, column_chunks
+from mithridate.federated.aggregators.base import Aggregator, by_column_blocks
 
 
-def coordinate_median(x: np.ndarray, overwrite: bool = False) -> np.ndarray:
-    """Column medians, computed over column blocks to bound the temporary memory (``overwrite``: reorder
-    ``x`` in place rather than copy it)."""
-    out = np.empty(x.shape[1], dtype=x.dtype)
-    starts, step = column_chunks(x, whole_below=1 << 26)  # chunk only large inputs (>256 MB float32)
-    for start in starts:
-        out[start:start + step] = np.median(x[:, start:start + step], axis=0, overwrite_input=overwrite)
-    return out
+def coordinate_median(x: np.ndarray) -> np.ndarray:
+    """Column medians, over column blocks in parallel (bounded temporary memory)."""
+    return by_column_blocks(lambda block: np.median(block, axis=0), x).astype(x.dtype, copy=False)
 
 
 class Median(Aggregator):
@@ -37,6 +32,6 @@ class Median(Aggregator):
     def requirement(self) -> str:
         return "f < n/2"
 
-    def _aggregate(self, x, w, overwrite: bool = False, **context):
+    def _aggregate(self, x, w, **context):
         self.resolve_malicious(x.shape[0])
-        return coordinate_median(x, overwrite)
+        return coordinate_median(x)

@@ -12,27 +12,21 @@ from __future__ import annotations
 
 import numpy as np
 
-from mithridate.federated.aggregators.base import AggregationError, Aggregator, column_chunks
+from mithridate.federated.aggregators.base import AggregationError, Aggregator, by_column_blocks
 
 
-def trimmed_mean(x: np.ndarray, k: int, overwrite: bool = False) -> np.ndarray:
-    """Mean of each column without its ``k`` smallest and ``k`` largest values (``overwrite``: reorder
-    ``x`` in place rather than copy it)."""
+def trimmed_mean(x: np.ndarray, k: int) -> np.ndarray:
+    """Mean of each column without its ``k`` smallest and ``k`` largest values."""
     n = x.shape[0]
     if not 0 <= 2 * k < n:
         raise AggregationError(f"cannot trim {k} from each side of {n} clients")
     if k == 0:
         return x.mean(axis=0)
-    out = np.empty(x.shape[1], dtype=x.dtype)
-    starts, step = column_chunks(x, whole_below=1 << 26)
-    for start in starts:
-        part = x[:, start:start + step]
-        if overwrite:
-            part.partition((k, n - k - 1), axis=0)
-        else:
-            part = np.partition(part, (k, n - k - 1), axis=0)
-        out[start:start + step] = part[k:n - k].mean(axis=0)
-    return out
+
+    def block_mean(block: np.ndarray) -> np.ndarray:
+        return np.partition(block, (k, n - k - 1), axis=0)[k:n - k].mean(axis=0)
+
+    return by_column_blocks(block_mean, x).astype(x.dtype, copy=False)
 
 
 class TrimmedMean(Aggregator):
@@ -62,5 +56,5 @@ class TrimmedMean(Aggregator):
             return int(beta * n)
         return self.resolve_malicious(n)
 
-    def _aggregate(self, x, w, overwrite: bool = False, **context):
-        return trimmed_mean(x, self.trim(x.shape[0]), overwrite)
+    def _aggregate(self, x, w, **context):
+        return trimmed_mean(x, self.trim(x.shape[0]))
