@@ -40,15 +40,20 @@ poisoned rows sat below it) while atypical clean rows stay.
 
 from __future__ import annotations
 
+from abc import abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Self
 
 import numpy as np
 from scipy.spatial.distance import cdist
 from sklearn.decomposition import PCA
 from sklearn.linear_model import LogisticRegression
 
+from mithridate.data import Dataset
+from mithridate.detect.base import Detector
 from mithridate.detect.fences import MIN_CLASS_SIZE
+from mithridate.represent import Representation
 
 MIN_GROUP = 3
 """A suspicious group needs at least this many rows to be judged."""
@@ -217,6 +222,34 @@ def scored_classes(y: np.ndarray, min_size: int = MIN_CLASS_SIZE):
             yield int(c), rows
 
 
+Proposal = tuple[np.ndarray, list[tuple[np.ndarray, float]]]
+"""One class's row scores and its candidate groups: each a mask over the class's rows and the threshold
+that made it."""
+
+
+def classwise_verdicts(features: np.ndarray, y: np.ndarray, propose: Callable[[np.ndarray], Proposal],
+                       random_state: int = 0, n_classes: int | None = None,
+                       ) -> tuple[np.ndarray, np.ndarray, list[Verdict]]:
+    """``(flags, scores, verdicts)`` for every row of ``features`` labelled ``y``: ``propose`` scores each
+    class's rows and names candidate groups; each candidate is judged, and the class's verdict is its best
+    poisoned candidate (highest copy fit) or else its first."""
+    features = np.asarray(features, dtype=np.float64).reshape(len(features), -1)
+    y = np.asarray(y)
+    n_classes = int(n_classes or y.max() + 1)
+    scores = np.zeros(len(features))
+    content = ContentModel(features, y, random_state)
+    verdicts = []
+    for c, rows in scored_classes(y):
+        scores[rows], groups = propose(features[rows])
+        candidates = [judge(Verdict(c, rows[g], rows[~g], t), content, n_classes) for g, t in groups]
+        poisoned = [v for v in candidates if v.poisoned]
+        verdicts.append(max(poisoned, key=lambda v: v.fit) if poisoned else candidates[0])
+    flags = np.zeros(len(features), dtype=bool)
+    for v in verdicts:
+        flags[v.flagged] = True
+    return flags, scores, verdicts
+
+
 def flags_and_evidence(n: int, verdicts: list[Verdict], classes: tuple, method: str,
                        note: Callable[[Verdict, int], str]) -> tuple[np.ndarray, np.ndarray]:
     """Flag the copies of every poisoned class. Each flagged row's evidence names its class, why the class
@@ -229,3 +262,29 @@ def flags_and_evidence(n: int, verdicts: list[Verdict], classes: tuple, method: 
             evidence[row] = (f"{method}: class {classes[v.cls]!r} looks poisoned ({v.why}); {note(v, row)}; "
                              f"the row looks like class {classes[looks]!r} moved by the class's common shift")
     return flags, evidence
+
+
+class BackdoorDetector(Detector):
+    """What the backdoor detectors share: per-class verdicts on the representation, flags only in classes
+    found poisoned, ``classes_`` (one dict per scored class) and ``poisoned_classes_`` (their codes).
+    Subclasses set ``name`` and ``method`` and implement :meth:`verdicts` and :meth:`note`."""
+
+    skip_flagged_by = ("label_issues",)
+    method = "backdoor detector"
+
+    @abstractmethod
+    def verdicts(self, features: np.ndarray, y: np.ndarray,
+                 n_classes: int) -> tuple[np.ndarray, np.ndarray, list[Verdict]]:
+        """The functional core's ``(flags, scores, verdicts)``."""
+
+    def note(self, verdict: Verdict, row: int, scores: np.ndarray) -> str:
+        """What the evidence says about one flagged row."""
+        return f"row score {scores[row]:.3g} beyond the class threshold {verdict.threshold:.3g}"
+
+    def fit(self, dataset: Dataset, representation: Representation) -> Self:
+        _, scores, verdicts = self.verdicts(representation.features, dataset.y, dataset.n_classes)
+        self.classes_ = [v.as_dict(dataset.classes) for v in verdicts]
+        self.poisoned_classes_ = [v.cls for v in verdicts if v.poisoned]
+        flags, evidence = flags_and_evidence(dataset.n_rows, verdicts, dataset.classes, self.method,
+                                             lambda v, row: self.note(v, row, scores))
+        return self._set(scores, flags, evidence)

@@ -32,17 +32,13 @@ distance to its own cluster's centre and ``b`` to the other's, signed negative i
 from __future__ import annotations
 
 import warnings
-from typing import Self
 
 import numpy as np
 from sklearn.cluster import KMeans
 from sklearn.decomposition import PCA, FastICA
 from sklearn.exceptions import ConvergenceWarning
 
-from mithridate.data import Dataset
-from mithridate.detect._classwise import ContentModel, Verdict, flags_and_evidence, judge, scored_classes
-from mithridate.detect.base import Detector
-from mithridate.represent import Representation
+from mithridate.detect._classwise import BackdoorDetector, Proposal, Verdict, classwise_verdicts
 
 
 def two_clusters(x: np.ndarray, n_components: int = 10, random_state: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -67,28 +63,18 @@ def two_clusters(x: np.ndarray, n_components: int = 10, random_state: int = 0) -
 def activation_clustering(features: np.ndarray, y: np.ndarray, n_components: int = 10, random_state: int = 0,
                           n_classes: int | None = None) -> tuple[np.ndarray, np.ndarray, list[Verdict]]:
     """``(flags, scores, verdicts)`` for every row of ``features`` labelled ``y`` (one verdict per scored
-    class; its ``threshold`` is the group cluster's mean margin)."""
-    features = np.asarray(features, dtype=np.float64).reshape(len(features), -1)
-    y = np.asarray(y)
-    n_classes = int(n_classes or y.max() + 1)
-    scores = np.zeros(len(features))
-    content = ContentModel(features, y, random_state)
-    verdicts = []
-    for c, rows in scored_classes(y):
-        cluster, margin = two_clusters(features[rows], n_components, random_state)
+    class; its ``threshold`` is the group cluster's mean margin). Either cluster may be the poison: both
+    are judged, the smaller first."""
+    def propose(x: np.ndarray) -> Proposal:
+        cluster, margin = two_clusters(x, n_components, random_state)
         larger = int(np.bincount(cluster, minlength=2).argmax())
-        scores[rows] = np.where(cluster == larger, -margin, margin)
-        candidates = [judge(Verdict(c, rows[cluster == k], rows[cluster != k], float(margin[cluster == k].mean())),
-                            content, n_classes) for k in (1 - larger, larger)]
-        poisoned = [v for v in candidates if v.poisoned]
-        verdicts.append(max(poisoned, key=lambda v: v.fit) if poisoned else candidates[0])
-    flags = np.zeros(len(features), dtype=bool)
-    for v in verdicts:
-        flags[v.flagged] = True
-    return flags, scores, verdicts
+        groups = [(cluster == k, float(margin[cluster == k].mean())) for k in (1 - larger, larger)]
+        return np.where(cluster == larger, -margin, margin), groups
+
+    return classwise_verdicts(features, y, propose, random_state, n_classes)
 
 
-class ActivationClustering(Detector):
+class ActivationClustering(BackdoorDetector):
     """Chen et al.'s activation clustering per class on the penultimate layer, with a poisoned-class verdict.
 
     ``classes_``: one dict per scored class (cluster size, copy fit, verdict); ``poisoned_classes_``:
@@ -96,19 +82,15 @@ class ActivationClustering(Detector):
     """
 
     name = "activation_clustering"
-    skip_flagged_by = ("label_issues",)
+    method = "activation clustering"
 
     def __init__(self, n_components: int = 10, random_state: int = 0):
         self.n_components = n_components
         self.random_state = random_state
 
-    def fit(self, dataset: Dataset, representation: Representation) -> Self:
-        _, scores, verdicts = activation_clustering(representation.features, dataset.y, self.n_components,
-                                                    self.random_state, dataset.n_classes)
-        self.classes_ = [v.as_dict(dataset.classes) for v in verdicts]
-        self.poisoned_classes_ = [v.cls for v in verdicts if v.poisoned]
-        flags, evidence = flags_and_evidence(
-            dataset.n_rows, verdicts, dataset.classes, "activation clustering",
-            lambda v, row: f"row in the {len(v.group)}-row k-means cluster (margin {abs(scores[row]):.2f}, "
-                           f"cluster mean {v.threshold:.2f})")
-        return self._set(scores, flags, evidence)
+    def verdicts(self, features, y, n_classes):
+        return activation_clustering(features, y, self.n_components, self.random_state, n_classes)
+
+    def note(self, verdict, row, scores):
+        return (f"row in the {len(verdict.group)}-row k-means cluster (margin {abs(scores[row]):.2f}, "
+                f"cluster mean {verdict.threshold:.2f})")

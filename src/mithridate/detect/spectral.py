@@ -29,21 +29,9 @@ separates it less well than SPECTRE's whitened scores (:mod:`.spectre`) do.
 
 from __future__ import annotations
 
-from typing import Self
-
 import numpy as np
 
-from mithridate.data import Dataset
-from mithridate.detect._classwise import (
-    ContentModel,
-    Verdict,
-    flags_and_evidence,
-    judge,
-    log_otsu,
-    scored_classes,
-)
-from mithridate.detect.base import Detector
-from mithridate.represent import Representation
+from mithridate.detect._classwise import BackdoorDetector, Proposal, Verdict, classwise_verdicts, log_otsu
 
 
 def signature_projections(x: np.ndarray) -> np.ndarray:
@@ -60,26 +48,16 @@ def spectral_signatures(features: np.ndarray, y: np.ndarray, random_state: int =
                         n_classes: int | None = None) -> tuple[np.ndarray, np.ndarray, list[Verdict]]:
     """``(flags, scores, verdicts)`` for every row of ``features`` labelled ``y`` (one verdict per scored
     class)."""
-    features = np.asarray(features, dtype=np.float64).reshape(len(features), -1)
-    y = np.asarray(y)
-    n_classes = int(n_classes or y.max() + 1)
-    scores = np.zeros(len(features))
-    content = ContentModel(features, y, random_state)
-    verdicts = []
-    for c, rows in scored_classes(y):
-        projection = signature_projections(features[rows])
-        s = scores[rows] = projection ** 2
+    def propose(x: np.ndarray) -> Proposal:
+        projection = signature_projections(x)
+        s = projection ** 2
         cut = log_otsu(s)
-        # the poison sits on one side of the mean: the long tail's
-        group = (s > cut) & (projection > 0)
-        verdicts.append(judge(Verdict(c, rows[group], rows[~group], cut), content, n_classes))
-    flags = np.zeros(len(features), dtype=bool)
-    for v in verdicts:
-        flags[v.flagged] = True
-    return flags, scores, verdicts
+        return s, [((s > cut) & (projection > 0), cut)]  # the poison sits on one side: the long tail's
+
+    return classwise_verdicts(features, y, propose, random_state, n_classes)
 
 
-class SpectralSignatures(Detector):
+class SpectralSignatures(BackdoorDetector):
     """Tran et al.'s spectral signatures per class on the penultimate layer, with a poisoned-class verdict.
 
     ``classes_``: one dict per scored class (group size, copy fit, verdict); ``poisoned_classes_``: codes
@@ -87,17 +65,10 @@ class SpectralSignatures(Detector):
     """
 
     name = "spectral"
-    skip_flagged_by = ("label_issues",)
+    method = "spectral signature"
 
     def __init__(self, random_state: int = 0):
         self.random_state = random_state
 
-    def fit(self, dataset: Dataset, representation: Representation) -> Self:
-        _, scores, verdicts = spectral_signatures(representation.features, dataset.y, self.random_state,
-                                                  dataset.n_classes)
-        self.classes_ = [v.as_dict(dataset.classes) for v in verdicts]
-        self.poisoned_classes_ = [v.cls for v in verdicts if v.poisoned]
-        flags, evidence = flags_and_evidence(
-            dataset.n_rows, verdicts, dataset.classes, "spectral signature",
-            lambda v, row: f"row score {scores[row]:.3g} beyond the class threshold {v.threshold:.3g}")
-        return self._set(scores, flags, evidence)
+    def verdicts(self, features, y, n_classes):
+        return spectral_signatures(features, y, self.random_state, n_classes)

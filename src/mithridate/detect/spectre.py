@@ -39,24 +39,12 @@ and the whitening is re-estimated on the rows below the cut until the cut settle
 
 from __future__ import annotations
 
-from typing import Self
-
 import numpy as np
 from scipy.linalg import expm
 from sklearn.covariance import MinCovDet
 from sklearn.decomposition import PCA
 
-from mithridate.data import Dataset
-from mithridate.detect._classwise import (
-    ContentModel,
-    Verdict,
-    flags_and_evidence,
-    judge,
-    log_otsu,
-    scored_classes,
-)
-from mithridate.detect.base import Detector
-from mithridate.represent import Representation
+from mithridate.detect._classwise import BackdoorDetector, Proposal, Verdict, classwise_verdicts, log_otsu
 
 MAX_PASSES = 5
 """Reweighting passes of the whitening (it stops earlier once the core no longer changes)."""
@@ -108,23 +96,14 @@ def spectre(features: np.ndarray, y: np.ndarray, n_components: int = 10, alpha: 
             random_state: int = 0, n_classes: int | None = None) -> tuple[np.ndarray, np.ndarray, list[Verdict]]:
     """``(flags, scores, verdicts)`` for every row of ``features`` labelled ``y`` (one verdict per scored
     class)."""
-    features = np.asarray(features, dtype=np.float64).reshape(len(features), -1)
-    y = np.asarray(y)
-    n_classes = int(n_classes or y.max() + 1)
-    scores = np.zeros(len(features))
-    content = ContentModel(features, y, random_state)
-    verdicts = []
-    for c, rows in scored_classes(y):
-        tau, cut = que_scores(features[rows], n_components, alpha, random_state)
-        scores[rows] = tau
-        verdicts.append(judge(Verdict(c, rows[tau > cut], rows[tau <= cut], cut), content, n_classes))
-    flags = np.zeros(len(features), dtype=bool)
-    for v in verdicts:
-        flags[v.flagged] = True
-    return flags, scores, verdicts
+    def propose(x: np.ndarray) -> Proposal:
+        tau, cut = que_scores(x, n_components, alpha, random_state)
+        return tau, [(tau > cut, cut)]
+
+    return classwise_verdicts(features, y, propose, random_state, n_classes)
 
 
-class Spectre(Detector):
+class Spectre(BackdoorDetector):
     """SPECTRE (Hayase et al. 2021) per class on the penultimate layer, with a poisoned-class verdict.
 
     ``classes_``: one dict per scored class (group size, mixing, verdict); ``poisoned_classes_``: codes
@@ -132,19 +111,15 @@ class Spectre(Detector):
     """
 
     name = "spectre"
-    skip_flagged_by = ("label_issues",)
+    method = "SPECTRE"
 
     def __init__(self, n_components: int = 10, alpha: float = 0.0, random_state: int = 0):
         self.n_components = n_components
         self.alpha = alpha
         self.random_state = random_state
 
-    def fit(self, dataset: Dataset, representation: Representation) -> Self:
-        _, scores, verdicts = spectre(representation.features, dataset.y, self.n_components, self.alpha,
-                                      self.random_state, dataset.n_classes)
-        self.classes_ = [v.as_dict(dataset.classes) for v in verdicts]
-        self.poisoned_classes_ = [v.cls for v in verdicts if v.poisoned]
-        flags, evidence = flags_and_evidence(
-            dataset.n_rows, verdicts, dataset.classes, "SPECTRE",
-            lambda v, row: f"row QUE score {scores[row]:.3g} beyond the class threshold {v.threshold:.3g}")
-        return self._set(scores, flags, evidence)
+    def verdicts(self, features, y, n_classes):
+        return spectre(features, y, self.n_components, self.alpha, self.random_state, n_classes)
+
+    def note(self, verdict, row, scores):
+        return f"row QUE score {scores[row]:.3g} beyond the class threshold {verdict.threshold:.3g}"
