@@ -57,12 +57,14 @@ def representation(data, name: str, attack: str, seed: int, cache: Path | None,
     path = None if cache is None else cache / f"{name}-{attack.replace(' ', '').replace('%', '')}-{seed}.npz"
     if path is not None and path.exists():
         with np.load(path, allow_pickle=False) as z:
-            return Representation(z["features"], z["proba"], str(z["description"]))
+            label = z["label_features"] if "label_features" in z.files else None
+            return Representation(z["features"], z["proba"], str(z["description"]), label)
     with threadpool_limits(limits=threads):
         rep = represent(data, random_state=seed)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        np.savez(path, features=rep.features, proba=rep.proba, description=rep.description)
+        extra = {} if rep.label_features is None else {"label_features": rep.label_features}
+        np.savez(path, features=rep.features, proba=rep.proba, description=rep.description, **extra)
     return rep
 
 
@@ -84,7 +86,7 @@ def run(datasets=DATASETS, seeds=(0, 1, 2), cache: Path | None = None, threads: 
                 start = time.perf_counter()
                 data, truth = poison(name, attack, seed)
                 rep = representation(data, name, attack, seed, cache, threads)
-                ours = label_issue_scores(data.y, rep.proba, rep.features)
+                ours = label_issue_scores(data.y, rep.proba, rep.label_geometry)
                 theirs = find_label_issues(data.y, rep.proba, n_jobs=1)
                 row = {"dataset": name, "attack": attack, "seed": seed, "n": data.n_rows,
                        "flipped": int(truth.sum())}

@@ -23,6 +23,7 @@ def wine_and_findings():
         "kinds": np.where(flagged, "label_issues", ""),
         "suggested_label": ["class_2" if i == 3 else "" for i in range(ds.n_rows)],
         "reasons": np.where(flagged, "because", ""),
+        "fingerprint": ds.fingerprint(),
     })
     return ds, findings
 
@@ -64,6 +65,28 @@ def test_mismatched_findings_and_bad_policy_are_refused(wine_and_findings, tmp_p
     (tmp_path / "f.csv").write_text("a,b\n1,2\n")
     with pytest.raises(DataError, match="not a findings file"):
         read_findings(tmp_path / "f.csv")
+    findings.drop(columns="fingerprint").to_csv(tmp_path / "old.csv", index=False)
+    with pytest.raises(DataError, match="no fingerprint"):
+        read_findings(tmp_path / "old.csv")
+
+
+def test_findings_from_other_data_are_refused(wine_and_findings):
+    """Same number of rows, one label changed: positions would point at the wrong rows' story."""
+    ds, findings = wine_and_findings
+    y = ds.y.copy()
+    y[0] = (y[0] + 1) % ds.n_classes
+    with pytest.raises(DataError, match="made from other data"):
+        sanitize(ds.replace(y=y), findings, "drop")
+    with pytest.raises(DataError, match="made from other data"):
+        sanitize(ds.take(np.arange(ds.n_rows)[::-1]), findings, "drop")
+
+
+def test_notes_are_never_acted_on(wine_and_findings):
+    ds, findings = wine_and_findings
+    findings = findings.assign(severity=np.where(findings["flagged"], "poison", ""))
+    findings.loc[[0, 1], "severity"] = "note"
+    result = sanitize(ds, findings, "drop")
+    assert {0, 1} <= set(result.dataset.row_id) and result.dataset.n_rows == ds.n_rows - 3
 
 
 def test_findings_round_trip_through_csv(wine_and_findings, tmp_path):

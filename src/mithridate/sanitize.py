@@ -6,6 +6,10 @@ Policies:
 - ``relabel``: give flagged rows that have a suggested label that label; drop the other flagged rows.
 - ``quarantine``: move flagged rows into a separate dataset (for a person to review), keep the rest.
 
+Only flagged rows (severity ``poison`` or ``suspect``) are acted on; data-quality notes never are. Findings
+carry the fingerprint of the data they were made from (:meth:`mithridate.data.Dataset.fingerprint`), and
+sanitization refuses findings made from other data: positions would point at the wrong rows.
+
 :class:`ScanResampler` packs scan + sanitize into imbalanced-learn's ``fit_resample`` convention, so it
 drops into a user's pipeline.
 """
@@ -25,7 +29,7 @@ from mithridate.errors import DataError
 
 Policy = Literal["drop", "relabel", "quarantine"]
 POLICIES = ("drop", "relabel", "quarantine")
-REQUIRED = ("row", "flagged")
+REQUIRED = ("row", "flagged", "fingerprint")
 
 
 @dataclass(frozen=True, eq=False)
@@ -48,6 +52,9 @@ def read_findings(path: str | Path) -> pd.DataFrame:
     except Exception as exc:
         raise DataError(f"{path}: cannot read findings: {str(exc).splitlines()[0]}") from exc
     missing = [c for c in REQUIRED if c not in findings.columns]
+    if missing == ["fingerprint"]:
+        raise DataError(f"{path}: these findings carry no fingerprint of the data they were made from "
+                        "(an older scan); scan the data again")
     if missing:
         raise DataError(f"{path}: not a findings file (missing columns {', '.join(missing)})")
     findings["flagged"] = findings["flagged"].astype(str).str.lower().isin(("true", "1"))
@@ -61,6 +68,11 @@ def sanitize(dataset: Dataset, findings: pd.DataFrame, policy: Policy = "drop") 
     if len(findings) != dataset.n_rows or not np.array_equal(findings["row"].to_numpy(), np.arange(dataset.n_rows)):
         raise DataError(f"the findings describe {len(findings)} rows but the data has {dataset.n_rows}; "
                         "scan this very file first")
+    if "fingerprint" in findings:
+        made_from = set(findings["fingerprint"].astype(str))
+        if made_from != {dataset.fingerprint()}:
+            raise DataError(f"these findings were made from other data (fingerprint {sorted(made_from)[0][:12]}, "
+                            f"this data {dataset.fingerprint()[:12]}); scan this very file first")
     flagged = findings["flagged"].to_numpy(bool)
     y = dataset.y.copy()
     relabel = np.zeros(dataset.n_rows, bool)

@@ -31,12 +31,14 @@ def scan(
     layer: Annotated[str | None, typer.Option(help="Module name to read (default: penultimate).")] = None,
     detectors: Annotated[str | None, typer.Option(help="Comma-separated detector names (default: all).")] = None,
     folds: Annotated[int, typer.Option(help="Cross-validation folds for out-of-fold probabilities.")] = 5,
+    fdr: Annotated[float, typer.Option(help="False discovery rate for data-quality notes (unusual rows).")] = 0.05,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     html: Annotated[bool, typer.Option("--html/--no-html", help="Write report.html.")] = True,
 ) -> None:
-    """Scan a training set for poisoned rows: label flips, backdoors, outliers, broken correlations,
-    duplicates. Writes one row per input row to OUT/findings.csv (row, score, flagged, kinds,
-    suggested_label, ...), plus OUT/summary.json and OUT/report.html."""
+    """Scan a training set for poisoned rows (label flips, backdoors, conflicting copies) and note what is
+    only unusual (outliers, broken correlations, tight groups, copies). Writes one row per input row to
+    OUT/findings.csv (flagged, severity poison/suspect/note, reasons, notes, suggested_label, action, the
+    data's fingerprint, ...), plus OUT/summary.json and OUT/report.html."""
     from mithridate.detect import Scan, make_detectors
     from mithridate.represent.user_model import load_user_model
 
@@ -52,7 +54,7 @@ def scan(
         chosen = make_detectors(detectors.split(","), dataset.kind) if detectors else None
         with status(f"scanning {dataset.name} ({dataset.n_rows} rows)") as update:
             result = Scan(chosen, embeddings=user_embeddings, model=user_model, layer=layer, folds=folds,
-                          random_state=seed).fit(dataset, progress=update)
+                          fdr=fdr, random_state=seed).fit(dataset, progress=update)
             update("writing the report")
             paths = result.report_.write(out, html=html)
     print_summary(result.report_)
@@ -62,11 +64,16 @@ def scan(
 
 def print_summary(report) -> None:
     s = report.summary
-    table = Table(title=f"{s['data']}: {s['flagged']} of {s['rows']} rows flagged ({s['flagged_share']:.1%})")
+    counts = s["severity"]
+    table = Table(title=f"{s['data']}: {s['flagged']} of {s['rows']} rows flagged ({s['flagged_share']:.1%}: "
+                        f"{counts['poison']} poison, {counts['suspect']} suspect); {counts['note']} notes")
     table.add_column("detector")
     table.add_column("flagged", justify="right")
+    table.add_column("notes", justify="right")
+    table.add_column("")
     for name, info in s["detectors"].items():
-        table.add_row(name, str(info["flagged"]))
+        table.add_row(name, str(info["flagged"]), str(info["notes"]),
+                      f"abstained: {info['why']}" if info["abstained"] else "")
     console.print(table)
 
 
@@ -89,17 +96,20 @@ def sanitize(
     from mithridate.sanitize import sanitize as apply_policy
 
     with user_errors():
+        changes_path = out.with_name(f"{out.stem}.changes.csv")
+        qpath = quarantine or out.with_name(f"{out.stem}.quarantine{out.suffix}")
+        inputs = {Path(p).resolve(): f"the input {p}" for p in (data, findings) if Path(p).exists()}
+        for option, path in (("--out", out), ("the changes file", changes_path), ("--quarantine", qpath)):
+            if Path(path).resolve() in inputs:
+                raise fail(f"{option} ({path}) would overwrite {inputs[Path(path).resolve()]}: inputs are never "
+                           "modified")
         dataset = load(data, label, source=source_col, row_id=id_col)
         result = apply_policy(dataset, read_findings(findings), policy)  # type: ignore[arg-type]
-        if Path(out).resolve() == Path(data).resolve():
-            raise fail("--out must differ from the input: the input is never modified")
         written = [save(result.dataset, out)]
-        changes_path = out.with_name(f"{out.stem}.changes.csv")
         with atomic_path(changes_path) as tmp:
             result.changes.to_csv(tmp, index=False)
         written.append(changes_path)
         if result.quarantined is not None:
-            qpath = quarantine or out.with_name(f"{out.stem}.quarantine{out.suffix}")
             written.append(save(result.quarantined, qpath))
     counts = result.changes["action"].value_counts().to_dict()
     console.print(f"kept {result.dataset.n_rows} of {dataset.n_rows} rows; "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from dataclasses import dataclass
 from typing import Literal
 
@@ -116,6 +117,25 @@ class Dataset:
             if label == c or str(label) == str(c):
                 return code
         raise DataError(f"{self.name}: unknown class {label!r}; classes are {list(self.classes)}")
+
+    def fingerprint(self) -> str:
+        """SHA-256 of the content (features and their types, labels as written, row ids), in hex: the same
+        file read again gives the same fingerprint; one changed value, label or row gives another.
+
+        >>> a = Dataset.from_labels(pd.DataFrame({"x": [1.0, 2.0]}), ["p", "q"])
+        >>> a.fingerprint() == a.replace(y=a.y[::-1].copy()).fingerprint()
+        False
+        """
+        digest = hashlib.sha256()
+        if isinstance(self.features, pd.DataFrame):
+            digest.update(repr([(str(c), str(t)) for c, t in self.features.dtypes.items()]).encode())
+            digest.update(pd.util.hash_pandas_object(self.features, index=False).to_numpy().tobytes())
+        else:
+            digest.update(repr((self.features.shape, str(self.features.dtype))).encode())
+            digest.update(np.ascontiguousarray(self.features).tobytes())
+        digest.update("\x1f".join(map(str, self.labels)).encode())
+        digest.update("\x1f".join(map(str, self.row_id)).encode())
+        return digest.hexdigest()
 
     # --- new datasets ------------------------------------------------------------------------------
     def take(self, index) -> Dataset:

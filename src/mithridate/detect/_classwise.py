@@ -285,6 +285,8 @@ class BackdoorDetector(Detector):
         _, scores, verdicts = self.verdicts(representation.features, dataset.y, dataset.n_classes)
         self.classes_ = [v.as_dict(dataset.classes) for v in verdicts]
         self.poisoned_classes_ = [v.cls for v in verdicts if v.poisoned]
+        self.abstain_ = "" if self.poisoned_classes_ else "no class looks poisoned (no outlying group is " \
+            "shifted copies of other classes)"
         flags, evidence = flags_and_evidence(dataset.n_rows, verdicts, dataset.classes, self.method,
                                              lambda v, row: self.note(v, row, scores))
         return self._set(scores, flags, evidence)

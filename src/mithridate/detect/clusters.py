@@ -23,7 +23,11 @@ class. A group is flagged, all its rows together, when
 - it is tight: its mean internal distance is below the median distance between rows of the rest of the
   class (a loose scatter of far rows is a job for the per-row outlier detectors).
 
-These are scale-free properties of the data's own geometry; no contamination rate is involved.
+These are scale-free properties of the data's own geometry; no contamination rate is involved. A flagged
+group's rows carry the p-value of its silhouette against the empirical null of all candidates'
+silhouettes (:func:`mithridate.detect.fences.null_pvalues`). What the detector finds are data-quality
+notes: real data has tight sub-populations too, and a group alone is no evidence of poisoning (the
+backdoor detectors test whether a group is shifted copies of other classes).
 
 Big classes are clustered on a random sample of :data:`MAX_CLUSTERED_ROWS` rows (HDBSCAN's cost grows
 faster than linearly), every other row joining the cluster of its nearest sampled row; a group then needs
@@ -51,7 +55,7 @@ from sklearn.neighbors import NearestNeighbors
 
 from mithridate.data import Dataset
 from mithridate.detect.base import Detector
-from mithridate.detect.fences import FAR_OUT, MIN_CLASS_SIZE, classes_to_score
+from mithridate.detect.fences import FAR_OUT, MIN_CLASS_SIZE, classes_to_score, null_pvalues
 from mithridate.represent import Representation
 
 STRONG_STRUCTURE = 0.7
@@ -127,11 +131,12 @@ def candidate_groups(x: np.ndarray, max_k: int = 10, min_size: int = 5, max_shar
 
 def cluster_outliers(features: np.ndarray, y: np.ndarray, min_size: int = 5, max_share: float = 1 / 3,
                      min_silhouette: float = STRONG_STRUCTURE, max_k: int = 10, random_state: int = 0,
-                     ) -> tuple[np.ndarray, np.ndarray, list[Group], float]:
-    """``(scores, group_of_row, groups, threshold)``: each row's best split silhouette among the small
-    groups it belongs to (0 if none), the index in ``groups`` of the flagged group it is in (-1 if none),
-    the flagged groups (``members`` as positions in ``features``; they do not overlap) and the silhouette
-    threshold used: ``min_silhouette`` or, if higher, Tukey's far-out fence of all candidates' silhouettes."""
+                     ) -> tuple[np.ndarray, np.ndarray, list[Group], float, np.ndarray]:
+    """``(scores, group_of_row, groups, threshold, pvalues)``: each row's best split silhouette among the
+    small groups it belongs to (0 if none), the index in ``groups`` of the flagged group it is in (-1 if
+    none), the flagged groups (``members`` as positions in ``features``; they do not overlap), the
+    silhouette threshold used (``min_silhouette`` or, if higher, Tukey's far-out fence of all candidates'
+    silhouettes) and the p-value of each flagged group's silhouette among the candidates' (one per group)."""
     features = np.asarray(features, dtype=np.float64).reshape(len(features), -1)
     scores = np.zeros(len(features))
     candidates: list[Group] = []
@@ -151,16 +156,19 @@ def cluster_outliers(features: np.ndarray, y: np.ndarray, min_size: int = 5, max
         if g.silhouette >= threshold and g.tight() and (group_of[g.members] < 0).all():
             group_of[g.members] = len(flagged)
             flagged.append(g)
-    return scores, group_of, flagged, threshold
+    null = null_pvalues(np.r_[silhouettes, [g.silhouette for g in flagged]],
+                        np.zeros(len(silhouettes) + len(flagged), dtype=np.int64), min_class_size=4)
+    return scores, group_of, flagged, threshold, null[len(silhouettes):]
 
 
 class ClusterOutliers(Detector):
-    """Per-class k-means with split silhouettes; flags small, tight, well-separated groups as a whole.
+    """Per-class HDBSCAN and k-means with split silhouettes; notes small, tight, well-separated groups.
 
-    ``groups_``: the flagged group of each row (-1 if none); ``group_info_``: one dict per group.
+    ``groups_``: the group of each row (-1 if none); ``group_info_``: one dict per group.
     """
 
     name = "clusters"
+    finds = "note"
 
     def __init__(self, min_size: int = 5, max_share: float = 1 / 3, min_silhouette: float = STRONG_STRUCTURE,
                  max_k: int = 10, random_state: int = 0):
@@ -171,13 +179,15 @@ class ClusterOutliers(Detector):
         self.random_state = random_state
 
     def fit(self, dataset: Dataset, representation: Representation) -> Self:
-        scores, self.groups_, groups, self.threshold_ = cluster_outliers(
+        scores, self.groups_, groups, self.threshold_, group_p = cluster_outliers(
             representation.features, dataset.y, self.min_size, self.max_share, self.min_silhouette,
             self.max_k, self.random_state)
         counts = np.bincount(dataset.y, minlength=dataset.n_classes)
         evidence = np.full(dataset.n_rows, "", dtype=object)
+        pvalues = np.ones(dataset.n_rows)
         self.group_info_ = []
         for gid, g in enumerate(groups):
+            pvalues[g.members] = group_p[gid]
             c = int(dataset.y[g.members[0]])
             label = dataset.classes[c]
             self.group_info_.append({"group": gid, "class": label, "rows": dataset.row_id[g.members].tolist(),
@@ -185,5 +195,6 @@ class ClusterOutliers(Detector):
             evidence[g.members] = (
                 f"member of group {gid}: {len(g.members)} rows of class {label!r} "
                 f"({len(g.members) / counts[c]:.0%} of it) forming a tight cluster apart from the rest "
-                f"(split silhouette {g.silhouette:.2f}, spread {g.spread / g.rest_spread:.2f} of the class's)")
-        return self._set(scores, self.groups_ >= 0, evidence)
+                f"(split silhouette {g.silhouette:.2f}, spread {g.spread / g.rest_spread:.2f} of the class's; "
+                f"p = {group_p[gid]:.1e} among the data's candidate groups)")
+        return self._set(scores, self.groups_ >= 0, evidence, pvalues=pvalues)

@@ -18,8 +18,11 @@ Gaussian copula with a robust covariance:
    always move together moving apart).
 
 Threshold, data-driven: the cube roots of the squared distances are close to normal (Wilson & Hilferty
-1931); a row is flagged when either is far out in its class (Tukey's fence, :mod:`mithridate.detect.fences`).
-Chi-square quantiles are not used: real classes have heavier tails than a Gaussian, and they flag a large
+1931); each is expressed in interquartile ranges beyond its class's upper quartile (Tukey's scale,
+:mod:`mithridate.detect.fences`) and the larger of the two is the row's score, whose p-value against the
+class's empirical null (:func:`~mithridate.detect.fences.null_pvalues`) makes rows found at the false
+discovery rate ``fdr`` data-quality notes: a broken correlation alone is no evidence of poisoning.
+Chi-square quantiles are not used: real classes have heavier tails than a Gaussian, and they find a large
 share of clean rows. The evidence names the columns that break the structure most: each feature's
 residual given all the others under the fitted model (``(P r)_j / sqrt(P_jj)`` for precision ``P``), i.e.
 a leave-one-feature-out regression read off the precision matrix.
@@ -29,8 +32,8 @@ a leave-one-feature-out regression read off the precision matrix.
 >>> ds = demo("breast_cancer")
 >>> rep = Representation(TableEncoder().fit_transform(ds.features), np.full((569, 2), 0.5), "encoded table")
 >>> det = CorrelationOutliers().fit(ds, rep)
->>> int(det.flags_.sum()) < 15
-True
+>>> int(det.found_.sum()) < 15, int(det.flags_.sum())
+(True, 0)
 """
 
 from __future__ import annotations
@@ -47,7 +50,7 @@ from sklearn.decomposition import PCA
 
 from mithridate.data import Dataset
 from mithridate.detect.base import Detector
-from mithridate.detect.fences import FAR_OUT, MIN_CLASS_SIZE, classes_to_score, tukey_excess
+from mithridate.detect.fences import FDR, MIN_CLASS_SIZE, classes_to_score, discoveries, null_pvalues, tukey_excess
 from mithridate.represent import Representation, TableEncoder
 
 MIN_DISTINCT = 10
@@ -199,16 +202,17 @@ def missing_entries(dataset: Dataset, names: list[str] | None, shape: tuple[int,
 
 
 class CorrelationOutliers(Detector):
-    """Per-class Gaussian copula with a robust (MCD) covariance; flags rows far out of its structure.
+    """Per-class Gaussian copula with a robust (MCD) covariance; notes rows far out of its structure (FDR).
 
     ``residuals_``: (n, d) each feature's residual given the others, in model standard deviations.
     """
 
     name = "correlations"
+    finds = "note"
 
-    def __init__(self, far_out: float = FAR_OUT, rows_per_dim: int = 10, max_components: int = 50,
+    def __init__(self, fdr: float = FDR, rows_per_dim: int = 10, max_components: int = 50,
                  n_named: int = 3, random_state: int = 0):
-        self.far_out = far_out
+        self.fdr = fdr
         self.rows_per_dim = rows_per_dim
         self.max_components = max_components
         self.n_named = n_named
@@ -221,17 +225,18 @@ class CorrelationOutliers(Detector):
             features, dataset.y, self.rows_per_dim, self.max_components, self.random_state,
             missing=missing_entries(dataset, names, features.shape))
         self.residuals_ = residuals
-        flags = excess > self.far_out
+        finite = np.isfinite(excess)
+        pvalues = np.where(finite, null_pvalues(np.where(finite, excess, 0.0), dataset.y), 1.0)
         classes = np.asarray(dataset.classes, dtype=object)
         evidence = np.full(dataset.n_rows, "", dtype=object)
-        for i in np.flatnonzero(flags):
+        for i in np.flatnonzero(pvalues <= self.fdr):
             where = "off the class's correlation structure" if which[i] else "an unusual mix of its factors"
             evidence[i] = (f"breaks the joint structure of class {classes[dataset.y[i]]!r} ({where}, "
-                           f"{excess[i]:.1f} IQR beyond the upper quartile)")
+                           f"{excess[i]:.1f} IQR beyond the upper quartile, p = {pvalues[i]:.1e})")
             if names is not None:
                 top = np.argsort(-np.abs(residuals[i]))[: self.n_named]
                 evidence[i] += "; most at odds: " + ", ".join(
                     f"{names[j]!r} ({residuals[i, j]:+.1f} s.d. from what the others predict)" for j in top)
-        finite = np.isfinite(excess)
         floor = excess[finite].min() if finite.any() else 0.0
-        return self._set(np.where(finite, excess, floor), flags, evidence)
+        return self._set(np.where(finite, excess, floor), discoveries(pvalues, self.fdr), evidence,
+                         pvalues=pvalues)

@@ -6,16 +6,17 @@ path length ``E[h]`` into a number in (0, 1), near 1 for anomalies and about 0.5
 The paper's defaults are kept: 100 trees, each grown on 256 rows.
 
 A forest is grown per class on ``representation.features`` (a poisoned row is an outlier *of the class it
-claims*). Threshold, data-driven: a row is flagged when ``log s`` is far out in its class (Tukey's fence,
-:mod:`mithridate.detect.fences`), so no contamination rate is needed.
+claims*). Each row's p-value is that of ``log s`` against its class's empirical null
+(:func:`mithridate.detect.fences.null_pvalues`); rows found at the false discovery rate ``fdr`` are
+data-quality notes: an outlier alone is no evidence of poisoning.
 
 >>> from mithridate.data import demo
 >>> from mithridate.represent import Representation, TableEncoder
 >>> ds = demo("wine")
 >>> rep = Representation(TableEncoder().fit_transform(ds.features), np.full((178, 3), 1 / 3), "table")
 >>> det = IsolationOutliers().fit(ds, rep)
->>> det.scores_.shape, int(det.flags_.sum()) < 5
-((178,), True)
+>>> det.scores_.shape, int(det.found_.sum()) < 5, int(det.flags_.sum())
+((178,), True, 0)
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from sklearn.ensemble import IsolationForest
 
 from mithridate.data import Dataset
 from mithridate.detect.base import Detector
-from mithridate.detect.fences import FAR_OUT, MIN_CLASS_SIZE, classes_to_score, far_out_per_class
+from mithridate.detect.fences import FDR, MIN_CLASS_SIZE, classes_to_score, discoveries, null_pvalues
 from mithridate.represent import Representation
 
 
@@ -43,22 +44,21 @@ def isolation_scores(features: np.ndarray, y: np.ndarray, n_estimators: int = 10
 
 
 class IsolationOutliers(Detector):
-    """Per-class isolation forest; flags rows whose score is far out in their class."""
+    """Per-class isolation forest; notes rows that are unusual for their class (empirical null, FDR)."""
 
     name = "isolation_forest"
+    finds = "note"
 
-    def __init__(self, n_estimators: int = 100, far_out: float = FAR_OUT, random_state: int = 0):
+    def __init__(self, n_estimators: int = 100, fdr: float = FDR, random_state: int = 0):
         self.n_estimators = n_estimators
-        self.far_out = far_out
+        self.fdr = fdr
         self.random_state = random_state
 
     def fit(self, dataset: Dataset, representation: Representation) -> Self:
         scores = isolation_scores(representation.features, dataset.y, self.n_estimators, self.random_state)
-        self.excess_ = far_out_per_class(scores, dataset.y)
-        flags = self.excess_ > self.far_out
+        pvalues = null_pvalues(np.log(np.maximum(scores, 1e-12)), dataset.y)
         classes = np.asarray(dataset.classes, dtype=object)
         evidence = np.array(
-            [f"isolated quickly within class {classes[c]!r}: isolation score {s:.2f}, "
-             f"{e:.1f} IQR above the class's upper quartile (log scale)" if f else ""
-             for c, s, e, f in zip(dataset.y, scores, self.excess_, flags, strict=True)], dtype=object)
-        return self._set(scores, flags, evidence)
+            [f"isolated quickly within class {classes[c]!r}: isolation score {s:.2f} (p = {p:.1e})"
+             if p <= self.fdr else "" for c, s, p in zip(dataset.y, scores, pvalues, strict=True)], dtype=object)
+        return self._set(scores, discoveries(pvalues, self.fdr), evidence, pvalues=pvalues)

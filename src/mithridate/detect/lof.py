@@ -6,16 +6,17 @@ inside a cluster, well above 1 for a row that sits in a sparser place than the r
 global distance, it adapts to classes made of dense and loose regions.
 
 Computed per class on ``representation.features`` with ``k = min(20, n_class - 1)`` (the paper's advice:
-10 to 20 neighbours). Threshold, data-driven: a row is flagged when ``log LOF`` is far out in its class
-(Tukey's fence, :mod:`mithridate.detect.fences`).
+10 to 20 neighbours). Each row's p-value is that of ``log LOF`` against its class's empirical null
+(:func:`mithridate.detect.fences.null_pvalues`); rows found at the false discovery rate ``fdr`` are
+data-quality notes.
 
 >>> from mithridate.data import demo
 >>> from mithridate.represent import Representation, TableEncoder
 >>> ds = demo("wine")
 >>> rep = Representation(TableEncoder().fit_transform(ds.features), np.full((178, 3), 1 / 3), "table")
 >>> det = LocalOutliers().fit(ds, rep)
->>> bool(det.scores_.min() > 0.5), int(det.flags_.sum()) < 10
-(True, True)
+>>> bool(det.scores_.min() > 0.5), int(det.found_.sum()) < 10, int(det.flags_.sum())
+(True, True, 0)
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from sklearn.neighbors import LocalOutlierFactor
 
 from mithridate.data import Dataset
 from mithridate.detect.base import Detector
-from mithridate.detect.fences import FAR_OUT, MIN_CLASS_SIZE, classes_to_score, far_out_per_class
+from mithridate.detect.fences import FDR, MIN_CLASS_SIZE, classes_to_score, discoveries, null_pvalues
 from mithridate.represent import Representation
 
 
@@ -48,21 +49,20 @@ def lof_scores(features: np.ndarray, y: np.ndarray, n_neighbors: int = 20,
 
 
 class LocalOutliers(Detector):
-    """Per-class local outlier factor; flags rows whose LOF is far out in their class."""
+    """Per-class local outlier factor; notes rows in unusually sparse places of their class (FDR)."""
 
     name = "lof"
+    finds = "note"
 
-    def __init__(self, n_neighbors: int = 20, far_out: float = FAR_OUT):
+    def __init__(self, n_neighbors: int = 20, fdr: float = FDR):
         self.n_neighbors = n_neighbors
-        self.far_out = far_out
+        self.fdr = fdr
 
     def fit(self, dataset: Dataset, representation: Representation) -> Self:
         scores = lof_scores(representation.features, dataset.y, self.n_neighbors)
-        self.excess_ = far_out_per_class(scores, dataset.y)
-        flags = self.excess_ > self.far_out
+        pvalues = null_pvalues(np.log(np.maximum(scores, 1e-12)), dataset.y)
         classes = np.asarray(dataset.classes, dtype=object)
         evidence = np.array(
-            [f"sparse neighbourhood within class {classes[c]!r}: local outlier factor {s:.2f}, "
-             f"{e:.1f} IQR above the class's upper quartile (log scale)" if f else ""
-             for c, s, e, f in zip(dataset.y, scores, self.excess_, flags, strict=True)], dtype=object)
-        return self._set(scores, flags, evidence)
+            [f"sparse neighbourhood within class {classes[c]!r}: local outlier factor {s:.2f} (p = {p:.1e})"
+             if p <= self.fdr else "" for c, s, p in zip(dataset.y, scores, pvalues, strict=True)], dtype=object)
+        return self._set(scores, discoveries(pvalues, self.fdr), evidence, pvalues=pvalues)

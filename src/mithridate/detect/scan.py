@@ -16,6 +16,7 @@ import numpy as np
 
 from mithridate.data import Dataset
 from mithridate.detect.base import Detector
+from mithridate.detect.fences import FDR
 from mithridate.detect.findings import Report
 from mithridate.detect.registry import make_detectors
 from mithridate.errors import DataError
@@ -29,13 +30,18 @@ class Scan:
 
     ``detectors``: instances following :class:`~mithridate.detect.base.Detector` (default: every
     detector suited to the data's kind). ``embeddings`` / ``model`` / ``layer``: choose the
-    representation (see :func:`mithridate.represent.represent`). After :meth:`fit`: ``representation_``,
-    ``detectors_`` (fitted) and ``report_`` (a :class:`~mithridate.detect.report.Report`).
+    representation (see :func:`mithridate.represent.represent`). ``fdr``: the false discovery rate at
+    which the detectors of unusual rows report notes (see :mod:`mithridate.detect.findings`). After
+    :meth:`fit`: ``representation_``, ``detectors_`` (fitted) and ``report_`` (a
+    :class:`~mithridate.detect.findings.Report`).
     """
 
     def __init__(self, detectors: Sequence[Detector] | None = None, *, embeddings: np.ndarray | None = None,
-                 model=None, layer: str | None = None, folds: int = 5, random_state: int = 0):
+                 model=None, layer: str | None = None, folds: int = 5, fdr: float = FDR, random_state: int = 0):
+        if not 0 < fdr < 1:
+            raise DataError(f"the false discovery rate must be in (0, 1), got {fdr}")
         self.detectors = detectors
+        self.fdr = fdr
         self.embeddings = embeddings
         self.model = model
         self.layer = layer
@@ -65,7 +71,7 @@ class Scan:
             else:
                 detector.fit(dataset, representation)
         self.representation_, self.detectors_ = representation, detectors
-        self.report_ = Report.from_detectors(dataset, representation, detectors)
+        self.report_ = Report.from_detectors(dataset, representation, detectors, self.fdr)
         return self
 
 

@@ -40,11 +40,17 @@ def render_scan_report(report: Report, changes: pd.DataFrame | None = None) -> s
     f, s, ds = report.findings, report.summary, report.dataset
     flagged = f["flagged"].to_numpy(bool)
     score = f["score"].to_numpy(float)
+    counts = s["severity"]
     parts = [
         kpis({"rows": s["rows"], "flagged": s["flagged"], "flagged share": f"{s['flagged_share']:.1%}",
-              "to relabel": s["actions"]["relabel"], "to drop": s["actions"]["drop"]}),
-        f"<p>Data <code>{html.escape(str(s['data']))}</code> ({s['kind']}, {len(s['classes'])} classes). "
-        f"Representation: {html.escape(s['representation'])}.</p>",
+              "poison": counts["poison"], "suspect": counts["suspect"], "to relabel": s["actions"]["relabel"],
+              "to drop": s["actions"]["drop"], "data-quality notes": counts["note"]}),
+        f"<p>Data <code>{html.escape(str(s['data']))}</code> ({s['kind']}, {len(s['classes'])} classes; "
+        f"fingerprint <code>{html.escape(s['fingerprint'][:16])}</code>). "
+        f"Representation: {html.escape(s['representation'])}. <b>Flagged</b> rows are suspected poisoning "
+        f"(<i>poison</i>: every view agrees; <i>suspect</i>: the evidence is split) and carry an action; "
+        f"<b>notes</b> are rows that are only unusual (found at a false discovery rate of "
+        f"{s['false_discovery_rate']:.0%}) and carry none.</p>",
         "<h2>Detectors</h2>",
         table(pd.DataFrame([{"detector": k, **v} for k, v in s["detectors"].items()]), 100),
         "<h2>Score distributions</h2>",
@@ -70,9 +76,14 @@ def render_scan_report(report: Report, changes: pd.DataFrame | None = None) -> s
         captions = [f"row {i}: {f['label'].iloc[i]}" + (f"→{f['suggested_label'].iloc[i]}"
                     if f["suggested_label"].iloc[i] != "" else "") for i in top]
         parts += ["<h2>Most suspicious images</h2>", plots.image_grid(images, captions)]
-    shown = f.iloc[order][["row", "row_id", "label", "score", "flagged", "kinds", "suggested_label", "action",
-                           "reasons"]]
+    shown = f.iloc[order][["row", "row_id", "label", "score", "flagged", "severity", "kinds", "suggested_label",
+                           "action", "reasons"]]
     parts += ["<h2>Most suspicious rows</h2>", table(shown[shown["flagged"]] if flagged.any() else shown, 50)]
+    noted = f[f["severity"] == "note"]
+    parts += ["<h2>Data-quality notes</h2>",
+              f"<p>{len(noted)} rows are unusual for this data without any sign of poisoning; nothing is done "
+              "to them. They are worth a look when cleaning data.</p>",
+              table(noted[["row", "row_id", "label", "notes"]], 50) if len(noted) else ""]
     if changes is not None:
         parts += ["<h2>What sanitization changed, and why</h2>",
                   kpis(changes["action"].value_counts().to_dict()), table(changes, 200)]

@@ -20,6 +20,7 @@ from mithridate.represent.representation import (
     nearest_neighbours,
     out_of_fold_proba,
     represent,
+    standardise,
 )
 
-__all__ += ["Representation", "nearest_neighbours", "out_of_fold_proba", "represent"]
+__all__ += ["Representation", "nearest_neighbours", "out_of_fold_proba", "represent", "standardise"]

@@ -12,12 +12,18 @@ from torch import nn
 
 
 class SmallCNN(nn.Module):
-    """Two 3x3 convolutions, a 2x2 max-pool, pooling to 4x4, a 128-unit layer (the penultimate), a head."""
+    """Two 3x3 convolutions, a 2x2 max-pool, pooling to 4x4, a 128-unit layer (the penultimate), a head.
 
-    def __init__(self, in_channels: int, n_classes: int, width: int = 32, embed_dim: int = 128):
+    Images of 16 pixels or more a side are pooled once more after the first convolution (``size``): the
+    second convolution, the costliest layer, then runs on a quarter of the pixels (28x28 MNIST trains
+    about four times faster), and 8x8 images keep their full resolution."""
+
+    def __init__(self, in_channels: int, n_classes: int, width: int = 32, embed_dim: int = 128,
+                 size: int = 8):
         super().__init__()
+        early = [nn.MaxPool2d(2)] if size >= 16 else []
         self.body = nn.Sequential(
-            nn.Conv2d(in_channels, width, 3, padding=1), nn.ReLU(),
+            nn.Conv2d(in_channels, width, 3, padding=1), nn.ReLU(), *early,
             nn.Conv2d(width, 2 * width, 3, padding=1), nn.ReLU(),
             nn.MaxPool2d(2), nn.AdaptiveAvgPool2d(4), nn.Flatten(),
             nn.Linear(2 * width * 16, embed_dim), nn.ReLU(),
@@ -69,15 +75,20 @@ def layer_embeddings(
     return torch.cat(captured).numpy()
 
 
+STEPS = 1_000
+"""Optimiser steps :class:`CNNClassifier` aims for when ``epochs`` is not given."""
+
+
 class CNNClassifier:
     """Scikit-learn-style wrapper: ``fit(images, y)``, ``predict_proba``, ``predict``, ``embed``.
 
     Images are scaled by the value range seen in ``fit``. Seeded: the same data and ``random_state`` give
-    the same model.
+    the same model. ``epochs=None`` trains for about :data:`STEPS` optimiser steps, between 10 and 30
+    epochs (30 up to about 2,000 images, 10 from about 6,400 on): big sets need fewer passes to learn.
     """
 
-    def __init__(self, epochs: int = 30, batch_size: int = 64, lr: float = 2e-3, weight_decay: float = 1e-4,
-                 random_state: int = 0):
+    def __init__(self, epochs: int | None = None, batch_size: int = 64, lr: float = 2e-3,
+                 weight_decay: float = 1e-4, random_state: int = 0):
         self.epochs = epochs
         self.batch_size = batch_size
         self.lr = lr
@@ -93,15 +104,17 @@ class CNNClassifier:
         x = to_nchw(images)
         self.lo_, self.hi_ = float(x.min()), float(x.max())
         self.n_classes_ = int(n_classes or (np.max(y) + 1))
-        self.model_ = SmallCNN(x.shape[1], self.n_classes_)
+        self.model_ = SmallCNN(x.shape[1], self.n_classes_, size=min(x.shape[2:]))
         inputs, targets = self._tensor(images), torch.as_tensor(np.array(y), dtype=torch.long)
         opt = torch.optim.AdamW(self.model_.parameters(), lr=self.lr, weight_decay=self.weight_decay)
-        steps = self.epochs * -(-len(inputs) // self.batch_size)
+        batches = -(-len(inputs) // self.batch_size)
+        self.epochs_ = self.epochs or int(np.clip(round(STEPS / batches), 10, 30))
+        steps = self.epochs_ * batches
         sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=self.lr, total_steps=steps)
         gen = torch.Generator().manual_seed(self.random_state)
         loss_fn = nn.CrossEntropyLoss()
         self.model_.train()
-        for _ in range(self.epochs):
+        for _ in range(self.epochs_):
             order = torch.randperm(len(inputs), generator=gen)
             for start in range(0, len(inputs), self.batch_size):
                 batch = order[start:start + self.batch_size]

@@ -26,28 +26,45 @@ class Representation:
       network trained on *all* rows (so a backdoor it learned shows there), or user-supplied embeddings.
     - ``proba``: (n, k) out-of-fold class probabilities (each row predicted by a model that never saw it).
     - ``description``: where ``features`` came from, for the report.
+    - ``label_features``: a geometry that never saw the labels, for judging labels by their neighbours
+      (``None``: ``features`` is one, as an encoded table or user embeddings are). A network trained on
+      all rows has learned their labels, flipped ones included: its neighbourhoods vouch for them.
     """
 
     features: np.ndarray
     proba: np.ndarray
     description: str
+    label_features: np.ndarray | None = None
     _neighbours: dict = field(default_factory=dict, init=False, repr=False)
 
     def __post_init__(self) -> None:
         if len(self.features) != len(self.proba):
             raise DataError(f"{len(self.features)} feature rows but {len(self.proba)} probability rows")
+        if self.label_features is not None and len(self.label_features) != len(self.proba):
+            raise DataError(f"{len(self.label_features)} label-feature rows but {len(self.proba)} probability rows")
+
+    @property
+    def label_geometry(self) -> np.ndarray:
+        """The geometry labels are judged in: ``label_features``, or ``features`` when that is ``None``."""
+        return self.features if self.label_features is None else self.label_features
 
     def take(self, rows: np.ndarray) -> Representation:
         """The representation of a subset of rows (positions or a boolean mask)."""
-        return Representation(self.features[rows], self.proba[rows], self.description)
+        label = None if self.label_features is None else self.label_features[rows]
+        return Representation(self.features[rows], self.proba[rows], self.description, label)
 
-    def neighbours(self, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """:func:`nearest_neighbours` of ``features``, computed once per representation (the search is the
-        costliest step of a big table's scan, and several detectors read it)."""
-        have = self._neighbours.get("k", -1)
-        if have < min(k, len(self.features) - 1):
-            self._neighbours.update(k=k, result=nearest_neighbours(self.features, k))
-        distances, positions = self._neighbours["result"]
+    def neighbours(self, k: int, geometry: str = "features") -> tuple[np.ndarray, np.ndarray]:
+        """:func:`nearest_neighbours` of ``features`` (or, ``geometry="labels"``, of :attr:`label_geometry`),
+        computed once per representation (the search is the costliest step of a big table's scan, and
+        several detectors read it)."""
+        if geometry not in ("features", "labels"):
+            raise ValueError(f"geometry is 'features' or 'labels', not {geometry!r}")
+        key = "labels" if geometry == "labels" and self.label_features is not None else "features"
+        cache = self._neighbours.setdefault(key, {})
+        x = self.features if key == "features" else self.label_features
+        if cache.get("k", -1) < min(k, len(x) - 1):
+            cache.update(k=k, result=nearest_neighbours(x, k))
+        distances, positions = cache["result"]
         return distances[:, :k], positions[:, :k]
 
 
@@ -55,26 +72,33 @@ MAX_REFERENCE = 100_000
 """Beyond this many rows, neighbours are looked for among a random sample of this many."""
 
 
-def nearest_neighbours(features: np.ndarray, k: int, max_reference: int = MAX_REFERENCE,
-                       random_state: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """``(distances, positions)``, each (n, min(k, n - 1)): each row's nearest *other* rows in the
-    standardised ``features``, nearest first.
+def standardise(features: np.ndarray) -> np.ndarray:
+    """``features`` as (n, d) float64, each dimension centred and divided by its standard deviation, or by
+    the median of the dimensions' standard deviations if that is larger: near-constant dimensions
+    (background pixels, rare one-hot levels, dead units) are not blown up until their noise dominates.
 
-    Each dimension is centred and divided by its standard deviation, or by the median of the dimensions'
-    standard deviations if that is larger: near-constant dimensions (background pixels, rare one-hot
-    levels, dead units) are not blown up until their noise decides who is near. The search is exact and
-    its cost grows with rows squared, so beyond ``max_reference`` rows the neighbours are drawn from a
-    random sample of that many rows (time then grows linearly; the neighbourhoods stay dense enough for
-    label votes, but a near copy whose twin is outside the sample is missed)."""
+    >>> standardise(np.array([[0.0, 1.0], [2.0, 1.0]])).tolist()
+    [[-1.0, 0.0], [1.0, 0.0]]
+    """
     x = np.asarray(features, dtype=np.float64).reshape(len(features), -1)
     if not np.isfinite(x).all():
         raise DataError("the representation's features contain missing or infinite values")
+    scale = x.std(axis=0)
+    return (x - x.mean(axis=0)) / np.maximum(scale, max(float(np.median(scale)), 1e-12))
+
+
+def nearest_neighbours(features: np.ndarray, k: int, max_reference: int = MAX_REFERENCE,
+                       random_state: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """``(distances, positions)``, each (n, min(k, n - 1)): each row's nearest *other* rows in the
+    ``features`` (scaled by :func:`standardise`), nearest first. The search is exact and its cost grows with
+    rows squared, so beyond ``max_reference`` rows the neighbours are drawn from a
+    random sample of that many rows (time then grows linearly; the neighbourhoods stay dense enough for
+    label votes, but a near copy whose twin is outside the sample is missed)."""
+    x = standardise(features)
     n = len(x)
     m = min(k, n - 1)
     if m < 1:
         return np.zeros((n, 0)), np.zeros((n, 0), np.int64)
-    scale = x.std(axis=0)
-    x = (x - x.mean(axis=0)) / np.maximum(scale, max(float(np.median(scale)), 1e-12))
     reference = np.arange(n) if n <= max_reference else \
         np.sort(np.random.default_rng(random_state).choice(n, max_reference, replace=False))
     distances, index = NearestNeighbors(n_neighbors=m + 1).fit(x[reference]).kneighbors(x)
@@ -113,9 +137,13 @@ def represent(dataset: Dataset, *, embeddings: np.ndarray | None = None, model=N
 
     ``embeddings``: user-supplied (n, d) features. ``model``: a user's ``torch.nn.Module`` taking
     (n, C, H, W) float images scaled to [0, 1]; ``layer`` names the module to read (default: the input of
-    the last linear layer, i.e. the penultimate representation).
+    the last linear layer, i.e. the penultimate representation). Both are taken to have been made without
+    these labels (a pretrained model, an unsupervised embedding). Without either, images are represented by
+    a small CNN trained on all rows, and their labels are judged in the pixels' principal components
+    (:func:`pixel_components`), which never saw the labels.
     """
     proba = out_of_fold_proba(dataset, folds, random_state, progress)
+    label_features = None  # the features never saw the labels, except for the network trained below
     if embeddings is not None:
         features = np.asarray(embeddings, dtype=np.float32).reshape(len(embeddings), -1)
         if len(features) != dataset.n_rows:
@@ -140,4 +168,17 @@ def represent(dataset: Dataset, *, embeddings: np.ndarray | None = None, model=N
                                                                        dataset.n_classes)
         features = net.embed(dataset.features, layer)
         description = f"small CNN trained on the data, layer {layer or 'penultimate'}"
-    return Representation(np.asarray(features, dtype=np.float32), proba, description)
+        label_features = pixel_components(dataset, random_state=random_state)
+    return Representation(np.asarray(features, dtype=np.float32), proba, description, label_features)
+
+
+def pixel_components(dataset: Dataset, dims: int = 64, random_state: int = 0) -> np.ndarray:
+    """Images as their first ``dims`` principal components of the range-scaled pixels (all pixels when
+    there are fewer): a geometry that never saw the labels."""
+    from sklearn.decomposition import PCA
+
+    lo, hi = dataset.image_range()
+    x = (np.asarray(dataset.features, dtype=np.float32).reshape(dataset.n_rows, -1) - lo) / max(hi - lo, 1e-12)
+    if x.shape[1] <= dims or dataset.n_rows <= dims:
+        return x
+    return PCA(dims, random_state=random_state).fit_transform(x).astype(np.float32)

@@ -7,7 +7,8 @@
 - :class:`Provenance`: per row, the upload it first came from (and so its source, uploader and time).
 - Checks: callables ``check(dataset, baseline) -> CheckResult`` run on every upload; ``baseline`` is
   the newest approved version (or None). Built in: ``schema`` (columns and classes agree with the
-  baseline), ``scan`` (:class:`mithridate.detect.Scan`: the share of flagged rows stays under a bound),
+  baseline), ``scan`` (:class:`mithridate.detect.Scan`: no class looks backdoored, and no more rows
+  are flagged than in the baseline beyond chance),
   ``validate`` (:class:`mithridate.validate.Gate` against a profile of the baseline). The policy names
   them (``"schema,scan"``; ``"none"``); :func:`register_check` adds your own.
 - :func:`without_rows`: the same file format minus some rows (for ``vault cut``).
@@ -220,16 +221,41 @@ def schema_check(dataset: Dataset, baseline: Dataset | None) -> CheckResult:
     return CheckResult("schema", not problems, "; ".join(problems) or "same schema as the baseline")
 
 
-def scan_check(dataset: Dataset, baseline: Dataset | None, max_flagged_share: float = 0.15) -> CheckResult:
-    """Scan the upload for poisoned rows; fail when more than ``max_flagged_share`` of them are flagged."""
+def scan_check(dataset: Dataset, baseline: Dataset | None, alpha: float = 0.01, margin: float = 0.02,
+               ) -> CheckResult:
+    """Scan the upload for poisoned rows (:class:`mithridate.detect.Scan`). Real data carries its own label
+    noise, so no fixed share of flagged rows tells poison from a hard table; the check fails when
+
+    - a backdoor detector finds a class poisoned (its outlying rows are shifted copies of other classes), or
+    - the upload's flagged share exceeds the baseline's (the newest approved version, scanned the same way)
+      by more than ``margin`` and by more than chance (one-sided two-proportion z-test at ``alpha``).
+
+    The first version has no baseline: it passes unless a class looks backdoored, and its flagged share is
+    stated for the steward who approves it."""
+    from scipy import stats
+
     from mithridate.detect.scan import Scan
 
-    report = Scan(folds=3).fit(dataset).report_
-    flagged = np.flatnonzero(report.findings["flagged"].to_numpy())
+    scan = Scan(folds=3).fit(dataset)
+    flagged = np.flatnonzero(scan.report_.flagged)
     share = len(flagged) / dataset.n_rows
-    return CheckResult("scan", share <= max_flagged_share,
-                       f"{len(flagged)} of {dataset.n_rows} rows flagged ({share:.1%}; bound "
-                       f"{max_flagged_share:.0%})", flagged.tolist())
+    stated = f"{len(flagged)} of {dataset.n_rows} rows flagged ({share:.1%})"
+    backdoored = sorted({str(dataset.classes[c]) for d in scan.detectors_
+                         for c in getattr(d, "poisoned_classes_", [])})
+    if backdoored:
+        return CheckResult("scan", False, f"{stated}; classes {backdoored} look backdoored", flagged.tolist())
+    if baseline is None:
+        return CheckResult("scan", True, f"{stated}; first version: no baseline to compare with",
+                           flagged.tolist())
+    base = Scan(folds=3).fit(baseline).report_.flagged
+    base_share = float(base.mean())
+    pooled = (len(flagged) + base.sum()) / (dataset.n_rows + len(base))
+    spread = np.sqrt(max(pooled * (1 - pooled), 1e-12) * (1 / dataset.n_rows + 1 / len(base)))
+    p_value = float(stats.norm.sf((share - base_share) / spread))
+    worse = share > base_share + margin and p_value < alpha
+    return CheckResult("scan", not worse,
+                       f"{stated}; the baseline {base_share:.1%} (one-sided p = {p_value:.2g}; fails above "
+                       f"+{margin:.0%} at p < {alpha})", flagged.tolist())
 
 
 def validate_check(dataset: Dataset, baseline: Dataset | None) -> CheckResult:
