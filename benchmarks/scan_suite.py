@@ -197,15 +197,24 @@ def summarize(results: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(lines)
 
 
-def verdict(summary: pd.DataFrame) -> list[str]:
-    """The issue's quality bar, line by line, per half."""
+def verdict(summary: pd.DataFrame, results: pd.DataFrame) -> list[str]:
+    """The quality bar, line by line: tables per half, then image backdoors."""
     out = []
     tables = summary[summary.half != "image"]
-    for part, frame in [("all", tables), *tables.groupby("half")]:
+    for part, frame in ([("all", tables), *tables.groupby("half")] if len(tables) else []):
         out.append(f"{part:9s}: flip F1 ours {frame.flip_F1_ours.mean():.3f} vs cleanlab "
                    f"{frame.flip_F1_cleanlab.mean():.3f} (gap {frame.gap.mean():+.3f}; worst table "
                    f"{frame.gap.min():+.3f} on {frame.data.iloc[int(frame.gap.argmin())]}); clean flagged ours "
                    f"{frame.clean_flagged_ours.mean():.3f} vs cleanlab {frame.clean_flagged_cleanlab.mean():.3f}")
+    images = results[results.half == "image"]
+    for name, frame in images.groupby("data"):
+        backdoor = frame[~frame.case.isin((*FLIPS, "clean"))]
+        cells = ", ".join(f"{c} {p:.2f}/{r:.2f}" for c, p, r in zip(backdoor.case, backdoor.ours_P, backdoor.ours_R,
+                                                                    strict=True))
+        clean = frame[frame.case == "clean"].ours_flagged
+        out.append(f"{name}: backdoor precision/recall {cells}; clean flagged {float(clean.mean()):.2%}")
+    if not len(tables):
+        return out
     excess = tables.clean_flagged_ours - tables.clean_flagged_cleanlab
     over = tables[excess > 0.01]
     out.append(f"clean tables over cleanlab + 1 point: {len(over)}"
@@ -234,14 +243,15 @@ def main(argv=None) -> None:
     if args.images and not args.data:
         chosen += list(IMAGES)
     results = run(chosen, tuple(args.seeds), args.cache, args.jobs)
+    args.out.mkdir(parents=True, exist_ok=True)
+    results.to_csv(args.out / "scan_suite_runs.csv", index=False)
     summary = summarize(results)
     with pd.option_context("display.width", 250, "display.max_columns", 40, "display.max_rows", 200):
         print(summary.to_string(index=False, float_format="{:.3f}".format))
-    print("\n".join(verdict(summary)))
-    args.out.mkdir(parents=True, exist_ok=True)
-    results.to_csv(args.out / "scan_suite_runs.csv", index=False)
+    lines = verdict(summary, results)
+    print("\n".join(lines))
     summary.to_csv(args.out / "scan_suite.csv", index=False)
-    (args.out / "scan_suite.md").write_text(markdown(summary) + "\n" + "\n".join(verdict(summary)) + "\n")
+    (args.out / "scan_suite.md").write_text(markdown(summary) + "\n" + "\n".join(lines) + "\n")
     print(f"written to {args.out}/scan_suite.csv, scan_suite.md, scan_suite_runs.csv")
 
 

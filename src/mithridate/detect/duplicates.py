@@ -197,6 +197,6 @@ class Duplicates(Detector):
                     evidence[i] = (f"{how} of row(s) {listed}: {counts.max()} of the {len(members)} say "
                                    f"{classes[top]!r}, this one {classes[y[i]]!r}")
         self.summary_ = {"copies": int(in_group.sum()), "unusual": int(self.unusual_.sum())}
-        self.abstain_ = (f"{int(in_group.sum())} rows repeat, as is natural for this data" if in_group.any()
+        self.abstain_ = (f"{int(in_group.sum())} rows repeat, natural here" if in_group.any()
                          else "no copies") if not self.unusual_.any() else ""
         return self._set(scores, severity != "", evidence, suggested, severity=severity)

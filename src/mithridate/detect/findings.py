@@ -154,7 +154,7 @@ def abstention(detector: Detector, found: int, fdr: float) -> str:
     if found:
         return ""
     if np.isfinite(detector.pvalues_).any():
-        return f"nothing beyond what its null produces at a false discovery rate of {fdr:.0%}"
+        return f"nothing beyond its null at FDR {fdr:.0%}"
     return getattr(detector, "abstain_", "") or "nothing found on this data"
 
 

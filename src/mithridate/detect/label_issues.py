@@ -266,11 +266,10 @@ class LabelIssues(Detector):
             if "linear" in result.views:
                 said.append(f"linear {result.views['linear'][i, given]:.2f} vs {result.views['linear'][i, other]:.2f}")
             evidence[i] = (f"label issue: given {names[given]}, the data says {names[other]} ("
-                           + "; ".join(said) + f"); about {result.estimate[given, other]:.0f} rows labelled "
-                           f"{names[given]} look like {names[other]} in this data")
+                           + "; ".join(said) + f"); rows labelled {names[given]} that look like {names[other]} in "
+                           f"this data: about {result.estimate[given, other]:.0f}")
         self.posterior_, self.weights_ = result.posterior, result.weights
-        self.abstain_ = "" if result.flags.any() else "no class pair disagrees with its labels more than the " \
-            "data's views explain"
+        self.abstain_ = "" if result.flags.any() else "no label the data contradicts"
         self.estimated_errors_ = result.estimate
         severity = np.where(result.flags, np.where(result.unanimous, "poison", "suspect"), "")
         self.summary_ = {"weights": {v: round(float(w), 2) for v, w in result.weights.items()},

@@ -18,10 +18,15 @@ poisoned data):
 3. QUE score ``tau_i = w_i' Q w_i / tr(Q)`` with ``Q = exp(alpha (S - I) / (||S|| - 1))``, ``S`` the
    covariance of the whitened rows;
 4. the suspicious group is the upper side of Otsu's split of ``log tau`` (no poison rate: the class's own
-   scores set the cut; the group, trimmed in step 5, is the estimate of which rows were poisoned);
-5. the class is declared poisoned only if its group fits shifted copies of other classes better than a
-   sub-population of its own (:mod:`._classwise`); then its rows that are such copies are flagged, and
-   nothing in the other classes.
+   scores set the cut); with it, its top 3/4 and top half are candidates too, because a class's own tail
+   can fall above the cut with the poison and drown the copies' signal (on a 5,000-image MNIST sample with
+   a 1% blended trigger, Otsu's group held all 50 poisoned images and 81 clean ones, and fitted shifted
+   copies no better than a sub-population, R2 -0.01; its top 98 rows fitted them with R2 +0.07; on clean
+   MNIST every candidate of class 0 stays below R2 -0.34; smaller shares, down to a quarter, drifted to
+   R2 +0.01 on a clean digits class);
+5. the class is declared poisoned only if a candidate fits shifted copies of other classes better than a
+   sub-population of its own (:mod:`._classwise`; the largest such candidate is kept); then its rows that
+   are such copies are flagged, and nothing in the other classes.
 
 Two departures from the paper, both measured on digits (:mod:`benchmarks.backdoor`): ``alpha`` defaults
 to 0 (the whitened norm) rather than 4, because a backdoor fed from many source classes spreads over
@@ -92,13 +97,38 @@ def que_scores(x: np.ndarray, n_components: int = 10, alpha: float = 0.0,
     return tau, log_otsu(tau)
 
 
+NESTED = (1.0, 0.75, 0.5)
+"""Shares of the cut's group offered as candidates, highest scores first."""
+
+
+def nested_groups(tau: np.ndarray, cut: float, shares=NESTED, min_size: int = 3) -> list[tuple[np.ndarray, float]]:
+    """Candidate groups: the rows above ``cut`` and the top ``share`` of them for each share in ``shares``
+    (at least ``min_size`` rows each), each with the score threshold that makes it.
+
+    >>> [int(g.sum()) for g, _ in nested_groups(np.arange(100.0), 59.5)]
+    [40, 30, 20]
+    """
+    order = np.argsort(-tau, kind="stable")
+    above = int((tau > cut).sum())
+    out, seen = [], set()
+    for share in shares:
+        m = int(np.ceil(share * above))
+        if m < min_size or m in seen:
+            continue
+        seen.add(m)
+        group = np.zeros(len(tau), dtype=bool)
+        group[order[:m]] = True
+        out.append((group, float(tau[order[m - 1]]) if m < above else cut))
+    return out or [(tau > cut, cut)]
+
+
 def spectre(features: np.ndarray, y: np.ndarray, n_components: int = 10, alpha: float = 0.0,
             random_state: int = 0, n_classes: int | None = None) -> tuple[np.ndarray, np.ndarray, list[Verdict]]:
     """``(flags, scores, verdicts)`` for every row of ``features`` labelled ``y`` (one verdict per scored
     class)."""
     def propose(x: np.ndarray) -> Proposal:
         tau, cut = que_scores(x, n_components, alpha, random_state)
-        return tau, [(tau > cut, cut)]
+        return tau, nested_groups(tau, cut)
 
     return classwise_verdicts(features, y, propose, random_state, n_classes)
 

@@ -66,6 +66,14 @@ def render_scan_report(report: Report, changes: pd.DataFrame | None = None) -> s
     names = [str(c) for c in ds.classes]
     rows = np.array([s["per_class"][n]["rows"] for n in names])
     per_class_flagged = np.array([s["per_class"][n]["flagged"] for n in names])
+    relabel = flagged & (f["suggested_label"].to_numpy(object) != "")
+    if relabel.any():
+        code = {str(c): k for k, c in enumerate(ds.classes)}
+        parts += ["<h2>Label issues by class pair</h2>",
+                  "<p>Random flips spread over the matrix; a targeted flip (one class moved into one other) "
+                  "lights one cell.</p>",
+                  plots.pair_matrix(names, ds.y[relabel],
+                                    np.array([code[str(v)] for v in f["suggested_label"].to_numpy(object)[relabel]]))]
     parts += ["<h2>Per class</h2>", plots.class_bars(names, rows, per_class_flagged),
               "<h2>Where the flagged rows sit</h2>",
               plots.projection(report.representation.features, ds.y, flagged)]

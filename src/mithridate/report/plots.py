@@ -88,3 +88,23 @@ def image_grid(images: np.ndarray, captions: list[str], columns: int = 8) -> str
         ax.imshow(image, cmap="gray" if image.ndim == 2 else None)
         ax.set_title(caption, fontsize=7)
     return to_img(fig)
+
+
+def pair_matrix(names: list[str], given: np.ndarray, suggested: np.ndarray) -> str:
+    """Flagged rows by given label (rows) and suggested label (columns): random flips spread over the
+    matrix, a targeted flip lights one cell."""
+    k = len(names)
+    counts = np.zeros((k, k), dtype=int)
+    np.add.at(counts, (given, suggested), 1)
+    size = min(1.0 + 0.45 * k, 9)
+    fig, ax = subplots(figsize=(size + 1.2, size))
+    image = ax.imshow(counts, cmap="Reds")
+    ax.set_xticks(range(k), names, rotation=45 if k > 4 else 0, ha="right" if k > 4 else "center")
+    ax.set_yticks(range(k), names)
+    ax.set(xlabel="suggested label", ylabel="given label", title="Flagged rows by label pair")
+    if k <= 12:
+        for i, j in zip(*np.nonzero(counts), strict=True):
+            ax.text(j, i, str(counts[i, j]), ha="center", va="center", fontsize=8,
+                    color="white" if counts[i, j] > counts.max() / 2 else "black")
+    fig.colorbar(image, ax=ax, shrink=0.8)
+    return to_img(fig)
