@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -98,6 +100,21 @@ def _write(tmp_path, name, content):
     path = tmp_path / name
     path.write_bytes(content) if isinstance(content, bytes) else path.write_text(content)
     return path
+
+
+def test_hostile_labels_stay_inside_the_image_folder(tmp_path):
+    labels = np.array(["../../escaped", "/abs/escaped", "..", ".hidden", "a\\b", "50%", "cat"])
+    images = np.random.default_rng(0).integers(0, 255, (len(labels) * 2, 8, 8), dtype=np.uint8)
+    data = Dataset.from_labels(images, np.repeat(labels, 2), name="hostile")
+    out = tmp_path / "deep" / "out"
+    out.parent.mkdir()
+    save(data, out)
+    written = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert len(written) == len(images) and all(out in p.parents for p in written)
+    assert not (tmp_path / "escaped").exists() and not Path("/abs/escaped").exists()
+    back = load(out)
+    assert sorted(back.classes) == sorted(labels.tolist())
+
 
 
 @pytest.mark.parametrize(

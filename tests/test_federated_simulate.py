@@ -77,6 +77,18 @@ def test_cli_refuses_an_indefensible_configuration(tmp_path):
     assert "4f + 3" in res.output
 
 
+def test_cli_says_when_a_run_goes_beyond_the_rule_or_an_option_would_be_ignored(tmp_path):
+    from mithridate.cli import app
+
+    ignored = CliRunner().invoke(app, ["fl", "simulate", "--dropout", "0.2", "--out", str(tmp_path / "a")])
+    assert ignored.exit_code == 2 and "--secure" in ignored.stderr and not (tmp_path / "a").exists()
+    beyond = CliRunner().invoke(app, ["fl", "simulate", "--aggregator", "median", "--attack", "sign_flip",
+                                      "--malicious", "0.6", "--clients", "5", "--rounds", "1",
+                                      "--out", str(tmp_path / "b")])
+    assert beyond.exit_code == 0, beyond.output
+    assert "beyond what median is built to withstand (at most 2" in " ".join(beyond.stderr.split())
+
+
 def test_cli_fl_simulate_with_dp_reports_epsilon(tmp_path):
     pytest.importorskip("dp_accounting")
     from mithridate.cli import app

@@ -208,3 +208,42 @@ def test_scan_check_passes_clean_data_and_fails_a_heavily_flipped_batch(tmp_path
     assert not results["poisoned"]["checks_passed"]  # measured: about 60 of 178 flagged, baseline 2%
     assert len(results["poisoned"]["checks"][0]["flagged_rows"]) > 40
     v.close()
+
+
+@pytest.mark.parametrize("fmt", ["csv", "tsv", "parquet"])
+def test_a_large_upload_streams_and_agrees_with_reading_it_whole(tmp_path, monkeypatch, fmt):
+    """Past the in-memory size, an upload is read in chunks: every row is hashed and typed exactly as the
+    whole-file reader does, and the checks see a uniform sample."""
+    from mithridate.vault import ingest
+    from mithridate.vault.backends.local import LocalBackend
+    from mithridate.vault.crypto import Keyring, MasterKey
+    from mithridate.vault.primitives import random_key
+    from mithridate.vault.store import ChunkStore
+
+    rng = np.random.default_rng(3)
+    n = 2500
+    frame = pd.DataFrame({
+        "count": rng.integers(0, 50, n),  # ints, which a late chunk turns to floats with a missing value
+        "x": rng.normal(size=n).round(4),
+        "note": [f'say "hi", row {i}\nline two' if i % 97 == 0 else f"r{i}" for i in range(n)],
+        "label": rng.choice(["b", "a", "c"], n)})
+    frame["count"] = frame["count"].astype(object)
+    frame.loc[n - 3, "count"] = None
+    path = tmp_path / f"big.{fmt}"
+    if fmt == "parquet":
+        frame.assign(count=frame["count"].astype(float)).to_parquet(path)
+    else:
+        frame.to_csv(path, index=False, sep="\t" if fmt == "tsv" else ",")
+    data = path.read_bytes()
+    key = MasterKey(random_key())
+    store = ChunkStore(LocalBackend(tmp_path / "store"), Keyring(LocalBackend(tmp_path / "store"),
+                                                                  {key.key_id: key}, key.key_id), 4096)
+    blob = store.write_bytes(data)
+    monkeypatch.setattr(ingest, "IN_MEMORY_BYTES", 0)
+    monkeypatch.setattr(ingest, "STREAM_ROWS", 700)
+    streamed = ingest.read_upload(lambda: store.open(blob), blob.size, path.name, "label", sample_rows=400)
+    whole = parse(data, path.name, "label")
+    assert streamed.n_rows == whole.n_rows == n and streamed.sampled and streamed.dataset.n_rows == 400
+    assert np.array_equal(streamed.hashes, ingest.row_hashes(data, path.name))
+    assert streamed.schema == ingest.schema_of(whole)
+    assert streamed.dataset.features.dtypes.astype(str).to_dict() == whole.features.dtypes.astype(str).to_dict()

@@ -4,14 +4,9 @@ from __future__ import annotations
 
 import datetime
 import io
-import itertools
 import json
-import os
-import shutil
 import socket
 import ssl
-import subprocess
-import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -29,7 +24,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from typer.testing import CliRunner
 
 from mithridate.cli import app as cli_app
-from mithridate.vault import AccessDenied, IntegrityError, TooLarge, VaultError
+from mithridate.vault import AccessDenied, Conflict, IntegrityError, TooLarge, VaultError
 from mithridate.vault.client import RemoteVault
 from mithridate.vault.core import Vault
 from mithridate.vault.server import create_app, server_config
@@ -117,52 +112,6 @@ def csv_bytes(n: int, seed: int, start: int = 0) -> bytes:
     rng = np.random.default_rng(seed)
     return pd.DataFrame({"id": np.arange(start, start + n), "x": rng.normal(size=n).round(5),
                          "label": rng.choice(["a", "b"], n)}).to_csv(index=False).encode()
-
-
-# --- a throwaway PostgreSQL cluster -------------------------------------------------------------------
-def _pg_bin() -> Path | None:
-    found = shutil.which("initdb")
-    if found:
-        return Path(found).resolve().parent
-    candidates = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
-    return candidates[-1].parent if candidates else None
-
-
-@pytest.fixture(scope="module")
-def postgres():
-    """A PostgreSQL server of our own on a free loopback port; yields a function making fresh databases."""
-    bin_dir = _pg_bin()
-    if bin_dir is None:
-        pytest.skip("PostgreSQL binaries (initdb, pg_ctl) not installed: apt-get install -y postgresql")
-    base = Path(tempfile.mkdtemp(prefix="mithridate-pg-"))  # outside pytest's private (0700) tmp tree
-    as_user = []
-    if os.geteuid() == 0:  # initdb refuses to run as root: run the cluster as the postgres user
-        as_user = ["runuser", "-u", "postgres", "--"]
-        shutil.chown(base, "postgres")
-    data = base / "data"
-    subprocess.run([*as_user, str(bin_dir / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres",
-                    "--no-sync", "-E", "UTF8"], check=True, capture_output=True, timeout=120)
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    sock.close()
-    options = f"-p {port} -k {base} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200"
-    subprocess.run([*as_user, str(bin_dir / "pg_ctl"), "-D", str(data), "-o", options, "-l", str(base / "log"),
-                    "-w", "start"], check=True, capture_output=True, timeout=120)
-    counter = itertools.count()
-
-    def new_database() -> str:
-        import psycopg
-
-        name = f"vault{next(counter)}"
-        with psycopg.connect(f"host=127.0.0.1 port={port} user=postgres dbname=postgres", autocommit=True) as conn:
-            conn.execute(f"CREATE DATABASE {name}")
-        return f"postgresql+psycopg://postgres@127.0.0.1:{port}/{name}"
-
-    yield new_database
-    subprocess.run([*as_user, str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
-                   capture_output=True, timeout=60)
-    shutil.rmtree(base, ignore_errors=True)
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
@@ -253,6 +202,56 @@ def test_oversized_and_malformed_requests_are_rejected_cleanly(service, remote, 
         assert http.get("/nowhere").status_code == 404
 
 
+def test_inputs_that_gave_500s_get_a_4xx_in_the_error_shape(service, remote, pki):
+    serving, _, tokens = service
+    data = csv_bytes(50, 21)
+    up = remote.put(tokens["contributor"], "unicode", io.BytesIO(data), "données-ü-日本.csv", source="api")
+    ref = remote.approve(tokens["steward"], up["upload"])
+    assert b"".join(remote.read(tokens["trainer"], ref)[1]) == data  # a non-Latin-1 file name downloads
+    context = ssl.create_default_context(cafile=str(pki["ca"]))
+
+    def http(token: str) -> httpx.Client:
+        return httpx.Client(base_url=serving.url + "/v1", verify=context, headers={"authorization": f"Bearer {token}"})
+
+    with http(tokens["trainer"]) as client:
+        got = client.get(f"/versions/{ref}/content")
+        assert got.status_code == 200 and "filename*=UTF-8''donn%C3%A9es" in got.headers["content-disposition"]
+        huge = client.get("/versions/unicode@99999999999999999999999/manifest")
+        assert huge.status_code == 400 and huge.json()["kind"] == "bad_request"
+    remote.hold(tokens["admin"], ref, retain_until="2031-01-01")  # no time zone, then one with
+    assert remote.hold(tokens["admin"], ref, retain_until="2032-01-01T00:00:00+02:00")["version"] == ref
+    with pytest.raises(Conflict, match="only be extended"):
+        remote.hold(tokens["admin"], ref, retain_until="2031-06-01T00:00:00+00:00")
+    buf = io.BytesIO()
+    np.savez(buf, X=np.zeros((3, 2)), y=np.array(1))
+    with pytest.raises(VaultError, match="one entry per row"):  # a 0-d y
+        remote.put(tokens["contributor"], "zero-d", io.BytesIO(buf.getvalue()), "z.npz", source="api")
+    with http(tokens["admin"]) as client:
+        bad = client.post("/users", json={"name": "x", "roles": "admin"})
+        assert bad.status_code == 422 and set(bad.json()) == {"error", "kind"} and "roles" in bad.json()["error"]
+
+
+def test_wrong_tokens_over_https_are_throttled_per_client(tmp_path, pki):
+    vault, admin = Vault.init(tmp_path / "vault", checks="none")
+    serving = Serving(vault, pki)
+    try:
+        context = ssl.create_default_context(cafile=str(pki["ca"]))
+        with httpx.Client(base_url=serving.url + "/v1", verify=context) as http:
+            codes = [http.get("/whoami", headers={"authorization": f"Bearer mth_{i:032x}_{'x' * 43}"})
+                     for i in range(40)]
+        assert [r.status_code for r in codes[:10]] == [401] * 10
+        assert {r.status_code for r in codes[10:]} == {429} and int(codes[-1].headers["retry-after"]) >= 1
+        assert codes[-1].json()["kind"] == "throttled"
+        with httpx.Client(base_url=serving.url + "/v1", verify=context,
+                          transport=httpx.HTTPTransport(local_address="127.0.0.2", verify=context)) as other:
+            assert other.get("/whoami", headers={"authorization": f"Bearer {admin}"}).status_code == 200
+        logged = [e for e in vault.audit.entries() if e["outcome"] == "denied"]
+        assert len(logged) <= 10 + 2  # ten denials, then counted summaries (after 1 and 10 refusals)
+    finally:
+        serving.stop()
+        vault.close()
+
+
 def test_concurrent_uploads_from_several_clients_land_exactly_once(service, pki):
     serving, vault, tokens = service
     contributors = [vault.add_user(tokens["admin"], f"worker{i}", ["contributor"]) for i in range(6)]
@@ -310,6 +309,28 @@ def test_client_detects_a_tampered_response(service, remote, monkeypatch):
     _, parts = remote.read(tokens["trainer"], "tamper")
     with pytest.raises(IntegrityError, match="does not match its hash"):
         b"".join(parts)
+
+
+def test_a_service_answering_with_another_versions_manifest_is_caught(service, remote, monkeypatch):
+    _, vault, tokens = service
+    for seed in (1, 2):
+        up = remote.put(tokens["contributor"], "repoint", io.BytesIO(csv_bytes(100, seed)), "r.csv", source="api")
+        remote.approve(tokens["steward"], up["upload"])
+    first = vault.signed_manifest(tokens["trainer"], "repoint@1")
+    monkeypatch.setattr(vault, "signed_manifest", lambda token, ref: first)  # validly signed, wrong version
+    with pytest.raises(IntegrityError, match="not what was asked"):
+        remote.read(tokens["trainer"], "repoint@2")
+
+
+def test_a_witness_is_checked_by_the_client_not_taken_from_the_service(service, remote, monkeypatch):
+    _, vault, tokens = service
+    head = remote.head(tokens["auditor"])
+    assert remote.verify(tokens["auditor"], witness=head)["ok"]
+    with pytest.raises(IntegrityError, match="witness"):
+        remote.verify(tokens["auditor"], witness={**head, "body": {**head["body"], "hash": "0" * 64}})
+    monkeypatch.setattr(vault, "log", lambda *a, **k: [])  # a service whose log was rolled back
+    report = remote.verify(tokens["auditor"], witness=head)
+    assert not report["ok"] and any("witnessed head" in p for p in report["problems"])
 
 
 def test_cli_against_the_service(service, pki, tmp_path):

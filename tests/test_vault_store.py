@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import os
 import shutil
 import signal
@@ -236,12 +237,20 @@ def test_flipped_key_file_byte_is_named(filled, target):
         assert problems and all(key in p for p in problems)
         assert any(object_key(chunk) in p for p in problems)
         return
-    path = vault.root / ("keys/master.key" if target == "master" else "keys/signing")
-    flip(path, 20)
     vault.close()
+    if target == "master":
+        flip(vault.root / "keys/master.key", 20)
+    else:  # the signing key travels in vault.json, wrapped by the master key
+        path = vault.root / "vault.json"
+        doc = json.loads(path.read_text())
+        record = json.loads(doc["config"]["signing_key"])
+        wrapped = record["wrapped"]
+        record["wrapped"] = wrapped[:20] + ("A" if wrapped[20] != "A" else "B") + wrapped[21:]
+        doc["config"]["signing_key"] = json.dumps(record)
+        path.write_text(json.dumps(doc))
     with pytest.raises(IntegrityError) as err:
         Vault.open(vault.root)
-    assert str(err.value).startswith("keys/master.key" if target == "master" else "keys/signing")
+    assert str(err.value).startswith("keys/master.key" if target == "master" else "vault.json: signing key")
 
 
 def test_edited_configuration_is_refused(filled):
@@ -258,9 +267,10 @@ def test_key_rotation_rewraps_keys_without_rewriting_data(filled):
     objects = {o: (vault.root / o).read_bytes() for o in vault.backend.list("objects")}
     manifests = {m: (vault.root / m).read_bytes() for m in vault.backend.list("manifests")}
     deks_before = {d: (vault.root / d).read_bytes() for d in vault.backend.list("keys/dek")}
-    old_key = vault.config.key
+    old_key, old_signing = vault.config.key, vault.config.signing_key
     result = vault.rotate_key(tokens["admin"])
-    assert result["rewrapped"] == len(deks_before) + 1 and result["previous"] == old_key["id"]
+    assert result["rewrapped"] == len(deks_before) and result["previous"] == old_key["id"]
+    assert json.loads(vault.config.signing_key)["kek"] == result["key"] != json.loads(old_signing)["kek"]
     assert not (vault.root / old_key["path"]).exists()
     assert {o: (vault.root / o).read_bytes() for o in vault.backend.list("objects")} == objects
     assert {m: (vault.root / m).read_bytes() for m in vault.backend.list("manifests")} == manifests

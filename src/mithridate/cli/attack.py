@@ -9,7 +9,7 @@ import numpy as np
 import typer
 from rich.table import Table
 
-from mithridate.cli.app import app, console, status, user_errors
+from mithridate.cli.app import app, check_writable, console, refuse_overwriting, status, user_errors
 from mithridate.cli.scan import IdOpt, LabelOpt, SourceOpt
 from mithridate.data import Dataset, atomic_path, data_format, load, save
 from mithridate.errors import DataError
@@ -90,8 +90,9 @@ def check_paths(data: str, out: Path, truth: Path) -> None:
         raise DataError(f"--truth must be a .csv file, got {truth}")
     if out.resolve() == truth.resolve():
         raise DataError("--out and --truth must be different files")
-    if not data.startswith("demo:") and out.resolve() == Path(data).resolve():
-        raise DataError("--out must differ from the input: the input is never modified")
+    refuse_overwriting([data], {"--out": out, "--truth": truth})
+    check_writable("--out", out, folder=data_format(out) == "folder")
+    check_writable("--truth", truth)
 
 
 def check_output_format(dataset: Dataset, data: str, out: Path) -> None:

@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from mithridate.cli.app import app, console, user_errors
+from mithridate.errors import MithridateError
 
 fl_app = typer.Typer(help="Federated learning defences: robust aggregation, DP and secure aggregation "
                      "under simulated malicious clients.", no_args_is_help=True)
@@ -74,6 +75,17 @@ def simulate_cmd(
                           "docs/federated.md)", highlight=False)
         if (dp_epsilon is not None or secure) and name == "centered_clipping":
             agg_options["iterations"] = 1
+        if dropout and not secure:
+            raise MithridateError("--dropout simulates clients dropping out of secure aggregation: add --secure")
+        if attack != "none":
+            from mithridate.federated.aggregators import make_aggregator
+
+            rule = make_aggregator(name, **agg_options)
+            n_bad, most = round(malicious * clients), rule.max_malicious(clients)
+            if n_bad > most:
+                console.print(f"note: {n_bad} malicious clients of {clients} is beyond what {rule.name} is built to "
+                              f"withstand (at most {most}: {rule.requirement()}); expect it to fail",
+                              highlight=False)
         dp = None
         if dp_epsilon is not None:
             dp = ClientDP(dp_epsilon, dp_delta, clip=dp_clip, adaptive_clip=dp_adaptive_clip, random_state=seed)

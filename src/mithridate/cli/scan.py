@@ -9,8 +9,8 @@ import numpy as np
 import typer
 from rich.table import Table
 
-from mithridate.cli.app import app, console, fail, status, user_errors
-from mithridate.data import atomic_path, load, save
+from mithridate.cli.app import app, check_writable, console, refuse_overwriting, status, user_errors
+from mithridate.data import atomic_path, data_format, load, save
 from mithridate.errors import DataError
 
 LabelOpt = Annotated[str | None, typer.Option("--label", help="Label column (tables).")]
@@ -43,6 +43,9 @@ def scan(
     from mithridate.represent.user_model import load_user_model
 
     with user_errors():
+        written = ("findings.csv", "summary.json", "report.html")
+        refuse_overwriting([data, embeddings, weights], {"--out": out, **{f"--out ({n})": out / n for n in written}})
+        check_writable("--out", out, folder=True)
         dataset = load(data, label, source=source_col, row_id=id_col)
         user_embeddings = None
         if embeddings is not None:
@@ -50,6 +53,9 @@ def scan(
                 user_embeddings = np.load(embeddings, allow_pickle=False)
             except Exception as exc:
                 raise DataError(f"{embeddings}: cannot read embeddings as .npy: {exc}") from exc
+            if not isinstance(user_embeddings, np.ndarray) or user_embeddings.ndim != 2:
+                raise DataError(f"{embeddings}: embeddings are one (n, d) array in a .npy file (np.save), not "
+                                f"{'an .npz archive' if not isinstance(user_embeddings, np.ndarray) else 'this shape'}")
         user_model = load_user_model(model, weights) if model else None
         chosen = make_detectors(detectors.split(","), dataset.kind) if detectors else None
         with status(f"scanning {dataset.name} ({dataset.n_rows} rows)") as update:
@@ -98,11 +104,10 @@ def sanitize(
     with user_errors():
         changes_path = out.with_name(f"{out.stem}.changes.csv")
         qpath = quarantine or out.with_name(f"{out.stem}.quarantine{out.suffix}")
-        inputs = {Path(p).resolve(): f"the input {p}" for p in (data, findings) if Path(p).exists()}
-        for option, path in (("--out", out), ("the changes file", changes_path), ("--quarantine", qpath)):
-            if Path(path).resolve() in inputs:
-                raise fail(f"{option} ({path}) would overwrite {inputs[Path(path).resolve()]}: inputs are never "
-                           "modified")
+        refuse_overwriting([data, findings], {"--out": out, "the changes file": changes_path,
+                                              "--quarantine": qpath})
+        for option, path in (("--out", out), ("--quarantine", qpath)):
+            check_writable(option, path, folder=data_format(path) == "folder")
         dataset = load(data, label, source=source_col, row_id=id_col)
         result = apply_policy(dataset, read_findings(findings), policy)  # type: ignore[arg-type]
         written = [save(result.dataset, out)]

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from mithridate.cli.app import app, console, status, user_errors
+from mithridate.cli.app import app, check_writable, console, refuse_overwriting, status, user_errors
 from mithridate.errors import DataError
 
 EXIT_FAIL = 1
@@ -29,6 +29,8 @@ def baseline(
     from mithridate.validate.profile import profile_file
 
     with user_errors():
+        refuse_overwriting([data], {"--out": out})
+        check_writable("--out", out)
         if out.suffix.lower() not in (".json", ".parquet", ".pq"):
             raise DataError(f"{out}: write the baseline as .json or .parquet")
         if sample_size < 10 or chunk_rows < 1:
@@ -82,6 +84,12 @@ def validate(
     from mithridate.validate import Gate, Policy, Profile
 
     with user_errors():
+        refuse_overwriting([new, baseline, policy], {
+            "--clean-out": clean_out, "--out": out,
+            **{f"--out ({name})": out / name for name in ("verdict.json", "rows_removed.csv", "report.html",
+                                                         "quarantine.csv", "quarantine.npz")}})
+        check_writable("--out", out, folder=True)
+        check_writable("--clean-out", clean_out)
         prof = Profile.load(baseline)
         rules = Policy.load(policy) if policy is not None else Policy()
         batch = _read_batch(new, label, prof)

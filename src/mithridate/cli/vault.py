@@ -140,6 +140,9 @@ def init(
     if not key_env:
         console.print(f"master key: {path / 'keys' / 'master.key'} (move it off this disk for production: "
                       "see docs/vault.md)")
+    if db and "@" in db and ":" in db.split("@")[0].split("//")[-1]:
+        console.print("the database password is not stored in vault.json: set MITHRIDATE_VAULT_DB_PASSWORD "
+                      "(or the whole URL in MITHRIDATE_VAULT_DB) wherever the vault is opened")
     emit(token)
 
 
@@ -373,23 +376,69 @@ def log(
 
 
 @vault_app.command()
+def head(
+    out: Annotated[Path, typer.Option("--out", help="Write the signed head here (a new file); - for stdout.")
+                   ] = Path("-"),
+    vault: VaultOpt = "", token: TokenOpt = None, ca: CaOpt = None, client_cert: CertOpt = None,
+    client_key: KeyOpt = None,
+) -> None:
+    """The audit log's signed head: keep it outside the vault, and give it to `verify --witness` later.
+
+    It proves later that the log and every version before it were not rolled back or rewritten,
+    even by whoever controls all of the vault's files and its catalog (auditor role).
+    """
+    from mithridate.data import atomic_path
+
+    with opened(vault, ca, client_cert, client_key) as v, vault_errors():
+        signed = v.head(token)
+        text = json.dumps(signed, indent=2, sort_keys=True) + "\n"
+        if str(out) == "-":
+            emit(text.rstrip("\n"))
+            return
+        if out.exists():
+            raise MithridateError(f"{out} exists; a witness is written to a new file")
+        with atomic_path(out) as tmp:
+            tmp.write_text(text)
+    console.print(f"signed head: audit entry {signed['body']['seq']} ({signed['body']['hash'][:16]}...), wrote {out}")
+
+
+def _witness(path: Path | None) -> dict | None:
+    if path is None:
+        return None
+    try:
+        witness = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise fail(f"--witness {path}: not a readable JSON head ({type(exc).__name__})") from None
+    if not isinstance(witness, dict):
+        raise fail(f"--witness {path}: not a signed head (expected what `mithridate vault head` writes)")
+    return witness
+
+
+@vault_app.command()
 def verify(
+    witness: Annotated[Path | None, typer.Option(help="A signed head kept outside the vault (`vault head`): "
+                                                 "also check the log still holds it.")] = None,
     vault: VaultOpt = "", token: TokenOpt = None, ca: CaOpt = None, client_cert: CertOpt = None,
     client_key: KeyOpt = None, as_json: JsonOpt = False,
 ) -> None:
-    """Re-check every chunk, manifest, signature, key and the audit chain. Exit 0 intact, 1 altered."""
+    """Re-check every chunk, manifest, signature, key, catalog row and the audit chain. Exit 0 intact,
+    1 altered."""
     from mithridate.vault import connect
-    from mithridate.vault.errors import IntegrityError
+    from mithridate.vault.config import config_path
+    from mithridate.vault.errors import IntegrityError, VaultError
 
     remote = vault.startswith(("https://", "http://"))
+    kept = _witness(witness)
     with vault_errors():
         try:
             v = connect(vault, **({"ca": ca, "client_cert": client_cert, "client_key": client_key} if remote else {}))
-        except IntegrityError as exc:  # the vault cannot even be opened: that is the finding
+        except VaultError as exc:  # a vault whose key, configuration or catalog cannot be read: the finding
+            if not isinstance(exc, IntegrityError) and (remote or not vault or not config_path(Path(vault)).exists()):
+                raise
             v, report = None, {"ok": False, "problems": [str(exc)], "checked": {}}
         if v is not None:
             try:
-                report = v.verify(token)
+                report = v.verify(token, witness=kept) if kept is not None else v.verify(token)
             finally:
                 v.close()
     if as_json:
@@ -397,6 +446,8 @@ def verify(
     else:
         for problem in report["problems"]:
             emit(f"ALTERED: {problem}")
+        for orphan in report.get("orphans", []):
+            console.print(f"orphan: {orphan}")
         if report["ok"]:
             counts = ", ".join(f"{n} {k.replace('_', ' ')}" for k, n in report["checked"].items())
             console.print(f"intact: {counts}")
@@ -408,10 +459,12 @@ def verify(
 def rotate_key(
     new_key_env: Annotated[str | None, typer.Option(help="Take the new master key from this environment "
                                                     "variable (default: a new key file).")] = None,
-    vault: VaultOpt = "", token: TokenOpt = None,
+    vault: VaultOpt = "", token: TokenOpt = None, ca: CaOpt = None, client_cert: CertOpt = None,
+    client_key: KeyOpt = None,
 ) -> None:
-    """Re-wrap every data key under a new master key (on a local vault, stop writers first)."""
-    with opened(vault) as v, vault_errors():
+    """Re-wrap every data key under a new master key. A served vault rotates through its service
+    (--vault https://...); a local rotation is refused while `mithridate serve` runs on the folder."""
+    with opened(vault, ca, client_cert, client_key) as v, vault_errors():
         result = v.rotate_key(token, {"source": "env", "var": new_key_env} if new_key_env else None)
     console.print(f"re-wrapped {result['rewrapped']} keys; master key {result['previous']} -> {result['key']}")
     emit(result["key"])
@@ -451,7 +504,8 @@ def serve(
     client_ca: Annotated[Path | None, typer.Option(help="Require client certificates signed by this CA "
                                                    "(mutual TLS).")] = None,
     db: Annotated[str | None, typer.Option(help="Catalog database URL (e.g. postgresql+psycopg://...).")] = None,
-    max_upload_mb: Annotated[float | None, typer.Option(help="Refuse larger uploads (MiB).")] = None,
+    max_upload_mb: Annotated[float | None, typer.Option(help="Refuse larger uploads (MiB; default: the vault's "
+                                                        "limit, else 1024).")] = None,
     insecure_http: Annotated[bool, typer.Option("--insecure-http", help="Serve plain HTTP (local testing "
                                                 "only: tokens and data cross the network in clear).")] = False,
 ) -> None:

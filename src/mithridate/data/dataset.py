@@ -15,6 +15,24 @@ from mithridate.errors import DataError
 Kind = Literal["table", "image"]
 
 
+def check_finite(frame: pd.DataFrame, name: str, first_row: int = 0) -> None:
+    """Refuse infinite values in a table's numeric columns (no model or test can use them; missing values
+    are fine).
+
+    >>> check_finite(pd.DataFrame({"x": [1.0, np.inf]}), "t")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    mithridate.errors.DataError: t: column 'x' holds infinite values (1 rows, first row 1); ...
+    """
+    numeric = frame.select_dtypes("number")
+    if not numeric.shape[1]:
+        return
+    infinite = np.isinf(numeric.to_numpy(dtype=np.float64, na_value=np.nan))
+    if infinite.any():
+        row, col = np.argwhere(infinite)[0]
+        raise DataError(f"{name}: column {numeric.columns[col]!r} holds infinite values ({int(infinite[:, col].sum())}"
+                        f" rows, first row {first_row + row}); replace them or leave them empty (missing)")
+
+
 def _frozen(a: np.ndarray) -> np.ndarray:
     view = np.asarray(a).view()
     view.flags.writeable = False
@@ -63,9 +81,13 @@ class Dataset:
                 raise DataError(
                     f"{self.name}: image arrays must be (n, H, W) or (n, H, W, C), got {self.features.shape}"
                 )
+            if np.issubdtype(self.features.dtype, np.floating) and not np.isfinite(self.features).all():
+                raise DataError(f"{self.name}: the images hold infinite or NaN pixel values")
             object.__setattr__(self, "features", _frozen(self.features))
         elif not isinstance(self.features, pd.DataFrame):
             raise DataError(f"{self.name}: features must be a DataFrame or an image array")
+        else:
+            check_finite(self.features, self.name)
         row_id = np.arange(n) if self.row_id is None else np.asarray(self.row_id)
         if len(row_id) != n:
             raise DataError(f"{self.name}: {n} rows but {len(row_id)} row ids")

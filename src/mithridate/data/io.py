@@ -124,6 +124,12 @@ def _load_npz(path: Path) -> Dataset:
     if missing:
         raise DataError(f"{path}: npz needs arrays X and y; missing {', '.join(missing)}")
     X, y = arrays["X"], arrays["y"]
+    if X.ndim == 0 or y.ndim == 0:
+        raise DataError(f"{path}: X and y must hold one entry per row; got shapes {X.shape} and {y.shape}")
+    if y.ndim == 2 and y.shape[1] == 1:
+        y = y.reshape(-1)
+    if y.ndim != 1:
+        raise DataError(f"{path}: y must be one label per row, shape (n,); got {y.shape}")
     if len(X) != len(y):
         raise DataError(f"{path}: X has {len(X)} rows but y has {len(y)} (shapes disagree)")
     if X.ndim == 2:
@@ -134,7 +140,7 @@ def _load_npz(path: Path) -> Dataset:
         raise DataError(f"{path}: X must be (n, d), (n, H, W) or (n, H, W, C); got shape {X.shape}")
     return Dataset.from_labels(
         features,
-        y.reshape(-1) if y.ndim == 2 and y.shape[1] == 1 else y,
+        y,
         row_id=arrays.get("row_id"),
         source=arrays.get("source"),
         name=path.name,
@@ -158,7 +164,7 @@ def _load_image_folder(path: Path) -> Dataset:
                     images.append(np.asarray(img))
             except (UnidentifiedImageError, OSError) as exc:
                 raise DataError(f"{file}: unreadable image ({exc})") from exc
-            labels.append(class_dir.name)
+            labels.append(label_of_folder(class_dir.name))
     if not images:
         raise DataError(f"{path}: no images found in its class folders")
     shapes = {im.shape for im in images}
@@ -230,6 +236,31 @@ def _plain(labels: np.ndarray) -> np.ndarray:
     return np.asarray([str(v) for v in values])
 
 
+def folder_of_label(label) -> str:
+    """A class label as a folder name that stays inside its parent: path separators, ``%`` and a leading
+    dot are percent-encoded (``"../x"`` -> ``"%2E.%2Fx"``); :func:`label_of_folder` reverses it.
+
+    >>> folder_of_label("../../x"), folder_of_label("/x/y"), folder_of_label("cat")
+    ('%2E.%2F..%2Fx', '%2Fx%2Fy', 'cat')
+    >>> label_of_folder(folder_of_label("../../x"))
+    '../../x'
+    """
+    from urllib.parse import quote
+
+    text = str(label)
+    if not text or "\x00" in text:
+        raise DataError(f"the label {text!r} cannot name a class folder")
+    name = quote(text, safe=" !#$&'()+,;=@[]^`{}~-_")
+    return "%2E" + name[1:] if name.startswith(".") else name
+
+
+def label_of_folder(name: str) -> str:
+    """The class label a folder written by :func:`folder_of_label` stands for."""
+    from urllib.parse import unquote
+
+    return unquote(name)
+
+
 def _save_image_folder(dataset: Dataset, path: Path) -> None:
     from PIL import Image
 
@@ -244,10 +275,11 @@ def _save_image_folder(dataset: Dataset, path: Path) -> None:
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent if path.parent.exists() else None))
     try:
         for image, label, rid in zip(images, dataset.labels, dataset.row_id, strict=True):
-            class_dir = tmp / str(label)
+            class_dir = tmp / folder_of_label(label)
             class_dir.mkdir(exist_ok=True)
+            stem = f"{rid:06d}" if isinstance(rid, (int, np.integer)) else folder_of_label(rid)
             Image.fromarray(image.squeeze(-1) if image.ndim == 3 and image.shape[-1] == 1 else image).save(
-                class_dir / f"{rid:06d}.png"
+                class_dir / f"{stem}.png"
             )
         if path.exists():
             path.rmdir()

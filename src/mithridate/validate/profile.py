@@ -37,6 +37,7 @@ import numpy as np
 import pandas as pd
 
 from mithridate.data import Dataset, atomic_path, data_format, load
+from mithridate.data.dataset import check_finite
 from mithridate.errors import DataError
 from mithridate.represent.table import column_kinds
 from mithridate.validate.encoding import (
@@ -369,9 +370,12 @@ class Baseline:
 
     def _fit_chunks(self, chunks, label_name, image, name, classes) -> Profile:
         builder: _Builder | None = None
+        seen = 0
         for features, labels in chunks:
             if len(features) == 0:
                 continue
+            check_finite(features, name, seen)
+            seen += len(features)
             if builder is None:
                 numeric, categorical = column_kinds(features)
                 builder = _Builder([str(c) for c in numeric], [str(c) for c in categorical], self.sample_size,
@@ -395,6 +399,10 @@ class Baseline:
         code = {c: i for i, c in enumerate(classes)}
         m = b.moments
         columns: dict[str, dict] = {}
+        empty = [c for j, c in enumerate(b.numeric) if not m.n[j]]
+        if empty:
+            raise DataError(f"{name}: column {empty[0]!r} has no value in any row (all missing): drop it, or "
+                            "fill it, before profiling")
         for j, c in enumerate(b.numeric):
             lo, hi = (float(m.min[j]), float(m.max[j])) if m.n[j] else (np.nan, np.nan)
             qs = b.sketch.quantile(j, QUANTILES, lo, hi)

@@ -17,8 +17,13 @@ A token is ``mth_<id>_<secret>``; the vault keeps only the id and an Argon2id ha
 from __future__ import annotations
 
 import base64
+import contextvars
 import os
 import re
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from argon2 import PasswordHasher
@@ -71,7 +76,7 @@ def allowed_roles(action: str) -> frozenset[str]:
 
 
 def check_name(name: str, what: str = "name") -> str:
-    if not NAME.match(name or ""):
+    if not isinstance(name, str) or not NAME.fullmatch(name):  # fullmatch: "$" would let "name\n" through
         raise VaultError(f"invalid {what} {name!r}: 1-64 letters, digits, '.', '_' or '-', "
                          "starting with a letter or digit")
     return name
@@ -94,7 +99,7 @@ def new_token() -> tuple[str, str, str]:
 
 def parse_token(token: str | None) -> tuple[str, str] | None:
     """``(id, secret)`` of a well-formed token, else None."""
-    match = TOKEN.match((token or "").strip())
+    match = TOKEN.fullmatch((token or "").strip())
     return (match.group(1), match.group(2)) if match else None
 
 
@@ -103,3 +108,53 @@ def token_matches(stored_hash: str, secret: str) -> bool:
         return _hasher.verify(stored_hash, secret)
     except (VerificationError, InvalidHashError):
         return False
+
+
+CLIENT: contextvars.ContextVar[str] = contextvars.ContextVar("mithridate_vault_client", default="local")
+"""Who is calling, as the service sees them (its address); set per request by the service."""
+
+
+class Throttle:
+    """Failed authentications per key (a client address, a token id) in a sliding window.
+
+    Past ``limit`` failures within ``window`` seconds a key is refused at once, without checking its
+    token or writing an audit entry per attempt (the vault records floods as counted entries).
+
+    >>> t = Throttle(limit=2, window=60, clock=lambda: 0.0)
+    >>> t.failed(["client a"]); t.failed(["client a"]); t.blocked(["client a", "token x"])
+    ('client a', 60.0)
+    >>> t.blocked(["client b"]) is None
+    True
+    """
+
+    def __init__(self, limit: int = 10, window: float = 60.0, clock: Callable[[], float] = time.monotonic):
+        self.limit, self.window, self.clock = limit, window, clock
+        self._failures: dict[str, deque[float]] = {}
+        self._lock = threading.Lock()
+
+    def _recent(self, key: str, now: float) -> deque[float]:
+        times = self._failures.get(key, deque())
+        while times and times[0] <= now - self.window:
+            times.popleft()
+        if not times:
+            self._failures.pop(key, None)
+        return times
+
+    def blocked(self, keys: list[str]) -> tuple[str, float] | None:
+        """``(key, seconds to wait)`` for the first key over its limit, else None."""
+        now = self.clock()
+        with self._lock:
+            for key in keys:
+                times = self._recent(key, now)
+                if len(times) >= self.limit:
+                    return key, max(times[-self.limit] + self.window - now, 1.0)
+        return None
+
+    def failed(self, keys: list[str]) -> None:
+        now = self.clock()
+        with self._lock:
+            for key in keys:
+                self._recent(key, now)
+                self._failures.setdefault(key, deque()).append(now)
+                if len(self._failures) > 100_000:  # a spray of keys: keep memory bounded
+                    self._failures.pop(next(iter(self._failures)))

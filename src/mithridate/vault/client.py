@@ -22,7 +22,7 @@ from urllib.parse import quote
 
 import httpx
 
-from mithridate.vault.errors import AccessDenied, Conflict, IntegrityError, NotFound, TooLarge, VaultError
+from mithridate.vault.errors import AccessDenied, Conflict, IntegrityError, NotFound, Throttled, TooLarge, VaultError
 from mithridate.vault.primitives import same
 from mithridate.vault.store import Blob, merkle_root, open_document
 
@@ -68,12 +68,23 @@ class RemoteVault:
             message, kind = response.text[:200] or response.reason_phrase, None
         if response.status_code == 401:
             raise AccessDenied(message)
+        if response.status_code == 429:
+            raise Throttled(message, float(response.headers.get("retry-after", 60)))
         raise KINDS.get(kind, VaultError)(f"{message}" if kind else f"HTTP {response.status_code}: {message}")
 
+    @staticmethod
+    def _bearer(token: str | None) -> dict[str, str]:
+        """The authorization header; a token is never echoed, even in an error."""
+        token = (token or "").strip()
+        if not token:
+            return {}
+        if not token.isprintable() or not token.isascii():
+            raise VaultError("the token holds spaces or control characters (read from a file with Windows line "
+                             "ends?); give the token alone")
+        return {"authorization": f"Bearer {token}"}
+
     def _call(self, method: str, path: str, token: str | None, **kw) -> httpx.Response:
-        headers = kw.pop("headers", {})
-        if token:
-            headers["authorization"] = f"Bearer {token}"
+        headers = {**kw.pop("headers", {}), **self._bearer(token)}
         try:
             response = self.http.request(method, path, headers=headers, **kw)
         except httpx.TransportError as exc:
@@ -88,7 +99,7 @@ class RemoteVault:
         """Start the download now (so a denial raises at once); the chunks come as the result is iterated."""
         if not same(merkle_root([c for c, _ in blob.chunks]), blob.root):
             raise IntegrityError("the manifest's chunk list does not match its Merkle root")
-        headers = {"authorization": f"Bearer {token}"} if token else {}
+        headers = self._bearer(token)
         try:
             response = self.http.send(self.http.build_request("GET", path, headers=headers), stream=True)
         except httpx.TransportError as exc:
@@ -185,8 +196,16 @@ class RemoteVault:
         return self._json("GET", f"/datasets/{_segment(dataset)}/versions", token)
 
     def manifest(self, token: str, ref: str) -> dict:
+        """The signed manifest of ``ref``, checked to be signed by the vault and to be ``ref``'s."""
+        from mithridate.vault.core import parse_ref
+
+        dataset, number = parse_ref(ref)
         raw = self._call("GET", f"/versions/{_segment(ref)}/manifest", token).content
-        return open_document(raw, self.public_key(), f"manifest of {ref}")
+        body = open_document(raw, self.public_key(), f"manifest of {ref}")
+        if body.get("dataset") != dataset or (number is not None and body.get("version") != number):
+            raise IntegrityError(f"the service answered {ref} with the manifest of {body.get('dataset')}@"
+                                 f"{body.get('version')} (validly signed, but not what was asked)")
+        return body
 
     def read(self, token: str, ref: str) -> tuple[dict, Iterator[bytes]]:
         body = self.manifest(token, ref)
@@ -204,8 +223,34 @@ class RemoteVault:
         params = {"after": after, **({"limit": limit} if limit else {}), **({"action": action} if action else {})}
         return self._json("GET", "/audit", token, params=params)
 
-    def verify(self, token: str) -> dict:
-        return self._json("POST", "/verify", token)
+    def head(self, token: str) -> dict:
+        """The audit log's signed head (see :meth:`Vault.head`), checked against the vault's key."""
+        from mithridate.vault.verify import check_witness
+
+        head = self._json("GET", "/audit/head", token)
+        check_witness(head, self.public_key())
+        return head
+
+    def verify(self, token: str, witness: dict | None = None) -> dict:
+        """The service's own verification, plus, with ``witness``, a check made here: the log entry the
+        witness names must still carry its hash under the vault's signature (a service that rolled its
+        log back cannot produce it)."""
+        from mithridate.vault.audit import entry_hash
+        from mithridate.vault.primitives import verify_signature
+        from mithridate.vault.verify import check_witness
+
+        witnessed = None if witness is None else check_witness(witness, self.public_key())
+        report = self._json("POST", "/verify", token)
+        if witnessed is not None:
+            seq, head = witnessed
+            found = self.log(token, after=seq - 1, limit=1)
+            entry = found[0] if found else None
+            if (entry is None or entry["seq"] != seq or not same(entry_hash(entry), head)
+                    or not verify_signature(self.public_key(), bytes.fromhex(head), entry["signature"])):
+                report["problems"].append(f"audit log: the witnessed head (entry {seq}, {head[:16]}...) is not in "
+                                          "the log: it was rolled back or rewritten after the witness was taken")
+                report["ok"] = False
+        return report
 
     def rotate_key(self, token: str, new_key: dict | None = None) -> dict:
         if new_key is not None:

@@ -1,12 +1,15 @@
 """A vault's configuration file, ``vault.json``: where its bytes and catalog live, its key, its policy.
 
-The file is signed by the vault's Ed25519 key, whose private half is wrapped by the master key: opening
-a vault checks both, so weakening the ingest policy or swapping the public key by editing the file is
-detected (``vault.json: signature invalid``).
+The file is signed by the vault's Ed25519 key, whose private half travels in the file wrapped by the
+master key: opening a vault loads the master key, unwraps the signing key and checks the signature before
+anything else in the file is used (storage, catalog URL, policy), so an edited file is refused
+(``vault.json: signature invalid``) without touching what it names. Only the master key's source is
+read first, and a key *plugin* runs only if the operator allowed it (``$MITHRIDATE_VAULT_KEY_PLUGINS``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from dataclasses import asdict, dataclass, field
@@ -34,6 +37,7 @@ class Config:
     chunk_size: int = CHUNK_SIZE
     max_upload_bytes: int | None = None
     retiring_key: dict | None = None
+    signing_key: str | None = None  # the Ed25519 key, wrapped by the master key (see crypto.wrap_record)
     format: str = FORMAT
 
     def to_dict(self) -> dict:
@@ -73,7 +77,9 @@ def write_config(root: Path, config: Config, signer: Signer, create: bool = Fals
     data = json.dumps({"config": body, "signature": signer.sign(canonical(body))}, indent=2, sort_keys=True)
     path = config_path(root)
     tmp = path.with_name(f".{CONFIG}.tmp")
-    with open(tmp, "w") as fh:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(tmp)
+    with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as fh:
         fh.write(data + "\n")
         fh.flush()
         os.fsync(fh.fileno())

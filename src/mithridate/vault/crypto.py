@@ -24,6 +24,7 @@ import importlib
 import json
 import os
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
@@ -43,6 +44,8 @@ from mithridate.vault.primitives import (
 OBJECT_MAGIC = b"MTHVOB1\n"
 DEK_ID_BYTES = 16
 KEY_ENV = "MITHRIDATE_VAULT_KEY"
+PLUGINS_ENV = "MITHRIDATE_VAULT_KEY_PLUGINS"
+BUILTIN_PLUGINS = frozenset({"mithridate.vault.crypto:AwsKms"})
 
 
 @runtime_checkable
@@ -105,7 +108,10 @@ def load_provider(spec: dict, root: Path) -> KeyProvider:
     - ``{"source": "file", "path": "keys/master.key"}`` (relative to the vault folder, or absolute);
     - ``{"source": "env", "var": "MITHRIDATE_VAULT_KEY"}``: base64 of 32 bytes;
     - ``{"source": "plugin", "factory": "package.module:make", "options": {...}}``: ``make(**options)``
-      returns a :class:`KeyProvider` (e.g. a cloud KMS client; see :class:`AwsKms`).
+      returns a :class:`KeyProvider` (e.g. a cloud KMS client; see :class:`AwsKms`). The file only
+      *names* the plugin: it is imported only if it is built in or the operator allows it in
+      ``$MITHRIDATE_VAULT_KEY_PLUGINS`` (comma-separated), since this runs before the configuration's
+      signature can be checked (the signing key is unwrapped with this very provider).
     """
     source = spec.get("source")
     if source == "file":
@@ -120,6 +126,10 @@ def load_provider(spec: dict, root: Path) -> KeyProvider:
             raise VaultError(f"the master key is expected in the environment variable {var}, which is not set")
         return decode_key(os.environ[var], f"${var}")
     if source == "plugin":
+        allowed = BUILTIN_PLUGINS | {p.strip() for p in os.environ.get(PLUGINS_ENV, "").split(",") if p.strip()}
+        if spec.get("factory") not in allowed:
+            raise VaultError(f"the key plugin {spec.get('factory')!r} is not allowed: plugins are built in "
+                             f"({', '.join(sorted(BUILTIN_PLUGINS))}) or allowed by the operator in ${PLUGINS_ENV}")
         module, _, name = spec["factory"].partition(":")
         provider = getattr(importlib.import_module(module), name)(**spec.get("options", {}))
         if not isinstance(provider, KeyProvider):
@@ -158,6 +168,30 @@ class AwsKms:
             raise
 
 
+def wrap_record(provider: KeyProvider, key: bytes, context: str) -> bytes:
+    """``key`` wrapped by ``provider``, as a small JSON record naming the wrapping key."""
+    return json.dumps({"kek": provider.key_id,
+                       "wrapped": base64.b64encode(provider.wrap(key, context)).decode()}).encode()
+
+
+def open_record(providers: dict[str, KeyProvider], raw: bytes | str, context: str, where: str) -> bytes:
+    """The key inside a record from :func:`wrap_record`; :class:`IntegrityError` unless it authenticates."""
+    try:
+        record = json.loads(raw)
+        wrapped = base64.b64decode(record["wrapped"], validate=True)
+        kek = record["kek"]
+    except (ValueError, KeyError, TypeError):
+        raise IntegrityError(f"{where}: unreadable key record (altered)") from None
+    if kek not in providers:
+        raise IntegrityError(f"{where}: wrapped under an unknown master key {kek!r} (altered, or the key "
+                             "is missing)")
+    try:
+        return providers[kek].unwrap(wrapped, context)
+    except IntegrityError:
+        raise IntegrityError(f"{where}: the key cannot be unwrapped (altered, or wrong master key)"
+                             ) from None
+
+
 # --- data keys ----------------------------------------------------------------------------------------
 DEK_PREFIX = "keys/dek/"
 SIGNING_KEY = "keys/signing"
@@ -167,48 +201,41 @@ class Keyring:
     """Data keys, each wrapped by the master key and kept in the backend's mutable ``keys/`` namespace.
 
     ``providers`` maps key ids to providers: the current one, plus the retiring one during a rotation.
+    ``guard(current)``, if given, runs before every wrap and raises if ``current`` is no longer the key
+    the vault names (another process rotated it: wrapping under the retired key would lose the data).
     """
 
-    def __init__(self, backend, providers: dict[str, KeyProvider], current: str):
+    def __init__(self, backend, providers: dict[str, KeyProvider], current: str,
+                 guard: Callable[[str], None] | None = None):
         self.backend = backend
         self.providers = providers
         self.current = current
+        self.guard = guard
         self._cache: dict[str, bytes] = {}
         self._lock = threading.Lock()
         self._switching = threading.Lock()
 
     def _record(self, key: bytes, context: str) -> bytes:
-        provider = self.providers[self.current]
-        return json.dumps({"kek": self.current,
-                           "wrapped": base64.b64encode(provider.wrap(key, context)).decode()}).encode()
+        return wrap_record(self.providers[self.current], key, context)
 
     def _open_record(self, raw: bytes, context: str, where: str) -> bytes:
-        try:
-            record = json.loads(raw)
-            wrapped = base64.b64decode(record["wrapped"], validate=True)
-            kek = record["kek"]
-        except (ValueError, KeyError, TypeError):
-            raise IntegrityError(f"{where}: unreadable key record (altered)") from None
-        if kek not in self.providers:
-            raise IntegrityError(f"{where}: wrapped under an unknown master key {kek!r} (altered, or the key "
-                                 "is missing)")
-        try:
-            return self.providers[kek].unwrap(wrapped, context)
-        except IntegrityError:
-            raise IntegrityError(f"{where}: the data key cannot be unwrapped (altered, or wrong master key)"
-                                 ) from None
+        return open_record(self.providers, raw, context, where)
 
     def new_data_key(self) -> tuple[bytes, bytes]:
         """A fresh random data key, stored wrapped; returns ``(id, key)``."""
         dek_id = os.urandom(DEK_ID_BYTES)
         key = random_key()
         with self._switching:  # a rotation never interleaves with wrapping under the key it retires
+            if self.guard is not None:
+                self.guard(self.current)
             self.backend.put_mutable(DEK_PREFIX + dek_id.hex(), self._record(key, f"dek/{dek_id.hex()}"))
         return dek_id, key
 
-    def switch(self, provider: KeyProvider) -> None:
-        """Make ``provider`` the wrapping key; data keys wrapped from now on use it (rotation, step one)."""
+    def switch(self, provider: KeyProvider, announce: Callable[[], None] = lambda: None) -> None:
+        """Make ``provider`` the wrapping key; data keys wrapped from now on use it (rotation, step one).
+        ``announce`` (writing the configuration that names it) runs under the same lock."""
         with self._switching:
+            announce()
             self.providers[provider.key_id] = provider
             self.current = provider.key_id
 
@@ -241,13 +268,11 @@ class Keyring:
         count = 0
         for where in self.backend.list(DEK_PREFIX):
             count += self.rewrap(where, f"dek/{where.removeprefix(DEK_PREFIX)}")
-        count += self.rewrap(SIGNING_KEY, "signing-key")
+        if self.backend.exists(SIGNING_KEY):  # vaults made before the signing key moved into vault.json
+            count += self.rewrap(SIGNING_KEY, "signing-key")
         return count
 
-    # --- the signing key lives wrapped beside the data keys ---
-    def store_signer(self, signer: Signer) -> None:
-        self.backend.put_mutable(SIGNING_KEY, self._record(signer.private_bytes(), "signing-key"))
-
+    # --- vaults made before the signing key moved into vault.json kept it beside the data keys ---
     def signer(self) -> Signer:
         try:
             raw = self.backend.get(SIGNING_KEY)

@@ -20,6 +20,7 @@ from sqlalchemy import (
     Column,
     Connection,
     ForeignKey,
+    Index,
     Integer,
     MetaData,
     String,
@@ -43,6 +44,7 @@ users = Table(
     Column("created", String(40), nullable=False),
     Column("created_by", String(64), nullable=False),
     Column("active", Boolean, nullable=False, default=True),
+    Column("seal", String(128)),
 )
 
 tokens = Table(
@@ -52,6 +54,7 @@ tokens = Table(
     Column("hash", String(200), nullable=False),
     Column("created", String(40), nullable=False),
     Column("revoked", Boolean, nullable=False, default=False),
+    Column("seal", String(128)),
 )
 
 uploads = Table(
@@ -72,6 +75,7 @@ uploads = Table(
     Column("decided_at", String(40)),
     Column("reason", Text),
     Column("version", Integer),
+    Column("seal", String(128)),
 )
 
 versions = Table(
@@ -103,10 +107,11 @@ audit = Table(
     Column("prev", String(64), nullable=False),
     Column("hash", String(64), nullable=False),
     Column("signature", String(128), nullable=False),
+    Index("ix_audit_action_target", "action", "target"),
 )
 
 MIGRATIONS = Path(__file__).parent / "migrations"
-SCHEMA_HEAD = "0001_initial"  # the newest migration's revision (a test keeps the two in step)
+SCHEMA_HEAD = "0002_sealed_rows"  # the newest migration's revision (a test keeps the two in step)
 
 
 def sqlite_url(path: Path) -> str:
@@ -167,6 +172,14 @@ class Database:
         with self.begin() as conn:
             config.attributes["connection"] = conn
             command.upgrade(config, "head")
+
+    def schema_version(self) -> str | None:
+        """The catalog's migration revision, or None if it has none yet."""
+        try:
+            with self.engine.connect() as conn:
+                return conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+        except Exception:
+            return None
 
     def check_schema(self) -> None:
         """Refuse a catalog whose schema is older or newer than this code (run ``vault migrate``)."""

@@ -30,3 +30,11 @@ class IntegrityError(VaultError):
 
 class TooLarge(VaultError):
     """An upload exceeds the configured size limit."""
+
+
+class Throttled(AccessDenied):
+    """Too many failed authentications from this client or for this token id: refused for a while."""
+
+    def __init__(self, message: str, retry_after: float):
+        super().__init__(message)
+        self.retry_after = retry_after

@@ -97,6 +97,129 @@ def row_hashes(data: bytes, filename: str) -> np.ndarray:
     return out
 
 
+# --- large uploads, streamed ---------------------------------------------------------------------------
+IN_MEMORY_BYTES = 32 << 20
+"""Uploads up to this size are read whole; larger tables stream (memory bounded by a chunk and a sample)."""
+SAMPLE_ROWS = 100_000
+"""Rows of a large table the checks see: a uniform random sample (schema and row hashes cover every row)."""
+STREAM_ROWS = 50_000
+
+
+@dataclass
+class Upload:
+    """What the gate learns from an upload: the data the checks see (all of it, or a uniform sample of a
+    large table), and what covers every row: the count, each row's hash and the schema."""
+
+    dataset: Dataset
+    n_rows: int
+    hashes: np.ndarray
+    schema: dict
+    sampled: bool = False
+
+
+def schema_of(dataset: Dataset) -> dict:
+    if dataset.kind == "table":
+        columns = {str(c): str(t) for c, t in dataset.features.dtypes.items()}
+        return {"kind": "table", "columns": columns, "classes": [str(c) for c in dataset.classes]}
+    return {"kind": "image", "shape": list(dataset.features.shape[1:]), "dtype": str(dataset.features.dtype),
+            "classes": [str(c) for c in dataset.classes]}
+
+
+def read_upload(open_stream: Callable[[], io.RawIOBase], size: int, filename: str, label: str | None,
+                sample_rows: int = SAMPLE_ROWS, seed: int = 0) -> Upload:
+    """Read an upload the way :func:`parse` and :func:`row_hashes` do; a table over
+    :data:`IN_MEMORY_BYTES` streams twice (``open_stream()`` reopens it): once as text for the row
+    hashes, the labels and the count, once typed for a uniform sample of ``sample_rows`` rows and the
+    column types, so memory stays near one chunk plus the sample whatever the file's size."""
+    fmt = file_format(filename)
+    name = PurePath(filename).name
+    if fmt == "npz" or size <= IN_MEMORY_BYTES:
+        with open_stream() as fh:
+            data = fh.read()
+        if not data:
+            raise DataError(f"{filename}: the file is empty")
+        dataset = parse(data, filename, label)
+        hashes = row_hashes(data, filename)
+        if len(hashes) != dataset.n_rows:
+            raise VaultError(f"{filename}: {dataset.n_rows} rows loaded but {len(hashes)} hashed")
+        return Upload(dataset, dataset.n_rows, hashes, schema_of(dataset))
+    try:
+        return _stream_table(open_stream, fmt, name, label, sample_rows, seed)
+    except (DataError, VaultError):
+        raise
+    except Exception as exc:
+        raise DataError(f"{filename}: cannot read as {fmt}: {str(exc).splitlines()[0]}") from exc
+
+
+def _chunks(open_stream, fmt: str, as_text: bool):
+    """The table in chunks of :data:`STREAM_ROWS` rows, read as :func:`_read_table` reads it whole."""
+    with open_stream() as fh:
+        if fmt == "parquet":
+            import pyarrow.parquet as pq
+
+            for batch in pq.ParquetFile(fh).iter_batches(batch_size=STREAM_ROWS):
+                frame = batch.to_pandas()
+                yield frame.astype(str) if as_text else frame
+            return
+        kw = {"dtype": str, "keep_default_na": False} if as_text else {}
+        sep = {"sep": "\t"} if fmt == "tsv" else {"sep": None, "engine": "python"}
+        yield from pd.read_csv(io.TextIOWrapper(fh, encoding="utf-8", newline=""), chunksize=STREAM_ROWS,
+                               **sep, **kw)
+
+
+def _stream_table(open_stream, fmt: str, name: str, label: str | None, sample_rows: int, seed: int) -> Upload:
+    from mithridate.data.dataset import check_finite
+    from mithridate.data.io import DEFAULT_LABEL_COLUMNS
+
+    hashes, n, columns = [], 0, None
+    for chunk in _chunks(open_stream, fmt, as_text=True):
+        columns = [str(c) for c in chunk.columns]
+        cells = chunk.to_numpy(dtype=object)
+        part = np.empty((len(cells), 32), dtype=np.uint8)
+        for i, row in enumerate(cells):
+            part[i] = np.frombuffer(hashlib.sha256(json.dumps(row.tolist()).encode()).digest(), dtype=np.uint8)
+        hashes.append(part)
+        n += len(cells)
+    if not n or columns is None:
+        raise DataError(f"{name}: the table has no rows")
+    label = label or next((c for c in DEFAULT_LABEL_COLUMNS if c in columns), None)
+    if label is None or label not in columns:
+        raise DataError(f"{name}: name the label column with --label (columns: {', '.join(columns)})"
+                        if label is None else f"{name}: unknown label column {label!r} (columns: {', '.join(columns)})")
+    keep = np.sort(np.random.default_rng(seed).choice(n, min(n, sample_rows), replace=False))
+    parts, kinds, classes, start = [], {}, set(), 0
+    for chunk in _chunks(open_stream, fmt, as_text=False):
+        chunk = chunk.set_axis([str(c) for c in chunk.columns], axis=1)
+        features = chunk.drop(columns=[label])
+        check_finite(features, name, start)
+        missing = int(chunk[label].isna().sum())
+        if missing:
+            raise DataError(f"{name}: {missing} rows have no label (first near row {start})")
+        classes.update(chunk[label].tolist())
+        for col, dtype in chunk.dtypes.items():
+            kinds.setdefault(col, set()).add(str(dtype))
+        local = keep[(keep >= start) & (keep < start + len(chunk))] - start
+        parts.append(chunk.iloc[local])
+        start += len(chunk)
+    sample = pd.concat(parts, ignore_index=True)
+    dtypes = {col: _common(found) for col, found in kinds.items()}
+    sample = sample.astype({c: t for c, t in dtypes.items() if str(sample[c].dtype) != t})
+    dataset = table_dataset(sample, label, name=name)
+    ordered = sorted(classes, key=str) if dtypes[label] == "object" else sorted(classes)
+    schema = {"kind": "table", "columns": {c: t for c, t in dtypes.items() if c != label},
+              "classes": [str(c) for c in ordered]}
+    return Upload(dataset, n, np.concatenate(hashes), schema, sampled=n > len(keep))
+
+
+def _common(dtypes: set[str]) -> str:
+    """The type a column read whole would get, from the types its chunks got."""
+    if len(dtypes) == 1:
+        return next(iter(dtypes))
+    if dtypes <= {"int64", "float64"}:
+        return "float64"
+    return "object"
+
+
 # --- provenance --------------------------------------------------------------------------------------
 @dataclass
 class Provenance:
@@ -201,24 +324,7 @@ Check = Callable[[Dataset, "Dataset | None"], CheckResult]
 
 def schema_check(dataset: Dataset, baseline: Dataset | None) -> CheckResult:
     """The upload has the baseline's kind, columns (or image shape) and no classes it never had."""
-    if baseline is None:
-        return CheckResult("schema", True, "first version: nothing to compare with")
-    if dataset.kind != baseline.kind:
-        return CheckResult("schema", False, f"{dataset.kind} data, the dataset holds {baseline.kind} data")
-    problems = []
-    if dataset.kind == "table":
-        missing = [c for c in baseline.features.columns if c not in dataset.features.columns]
-        extra = [c for c in dataset.features.columns if c not in baseline.features.columns]
-        if missing:
-            problems.append(f"missing columns {missing}")
-        if extra:
-            problems.append(f"new columns {extra}")
-    elif dataset.features.shape[1:] != baseline.features.shape[1:]:
-        problems.append(f"image shape {dataset.features.shape[1:]} vs {baseline.features.shape[1:]}")
-    new_classes = sorted(set(map(str, dataset.classes)) - set(map(str, baseline.classes)))
-    if new_classes:
-        problems.append(f"classes never seen before {new_classes}")
-    return CheckResult("schema", not problems, "; ".join(problems) or "same schema as the baseline")
+    return compare_schemas(schema_of(dataset), None if baseline is None else schema_of(baseline))
 
 
 def scan_check(dataset: Dataset, baseline: Dataset | None, alpha: float = 0.01, margin: float = 0.02,
@@ -286,10 +392,39 @@ def resolve_checks(policy: str) -> list[tuple[str, Check]]:
     return [(n, CHECKS[n]) for n in names]
 
 
-def run_checks(policy: str, dataset: Dataset, baseline: Dataset | None) -> list[CheckResult]:
+def compare_schemas(new: dict, old: dict | None) -> CheckResult:
+    """The ``schema`` check on two schemas (:func:`schema_of`, or a large upload's, which covers every row
+    while the checks see a sample)."""
+    if old is None:
+        return CheckResult("schema", True, "first version: nothing to compare with")
+    if new["kind"] != old["kind"]:
+        return CheckResult("schema", False, f"{new['kind']} data, the dataset holds {old['kind']} data")
+    problems = []
+    if new["kind"] == "table":
+        missing = [c for c in old["columns"] if c not in new["columns"]]
+        extra = [c for c in new["columns"] if c not in old["columns"]]
+        if missing:
+            problems.append(f"missing columns {missing}")
+        if extra:
+            problems.append(f"new columns {extra}")
+    elif new["shape"] != old["shape"]:
+        problems.append(f"image shape {tuple(new['shape'])} vs {tuple(old['shape'])}")
+    new_classes = sorted(set(new["classes"]) - set(old["classes"]))
+    if new_classes:
+        problems.append(f"classes never seen before {new_classes}")
+    return CheckResult("schema", not problems, "; ".join(problems) or "same schema as the baseline")
+
+
+def run_checks(policy: str, dataset: Dataset, baseline: Dataset | None,
+               schemas: tuple[dict, dict | None] | None = None) -> list[CheckResult]:
+    """Every check the policy names; ``schemas`` (the upload's and the baseline's) stand in for the
+    datasets' own in the ``schema`` check when those are samples."""
     results = []
     for name, check in resolve_checks(policy):
         try:
+            if name == "schema" and check is schema_check and schemas is not None:
+                results.append(compare_schemas(*schemas))
+                continue
             results.append(check(dataset, baseline))
         except Exception as exc:  # a check that crashes fails the upload; it never lets it through
             results.append(CheckResult(name, False, f"check crashed: {type(exc).__name__}: {exc}"[:500]))

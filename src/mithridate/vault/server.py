@@ -15,27 +15,33 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import io
 import queue
 import ssl
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import quote
 
 from fastapi import Depends, FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from mithridate.errors import MithridateError
+from mithridate.vault.access import CLIENT
 from mithridate.vault.core import Vault
-from mithridate.vault.errors import AccessDenied, Conflict, IntegrityError, NotFound, TooLarge
+from mithridate.vault.errors import AccessDenied, Conflict, IntegrityError, NotFound, Throttled, TooLarge
 
 API = "/v1"
 JSON_BODY_LIMIT = 64 << 10
 DRAIN_LIMIT = 64 << 20
-STATUS = [(AccessDenied, 403, "denied"), (NotFound, 404, "not_found"), (Conflict, 409, "conflict"),
-          (TooLarge, 413, "too_large"), (IntegrityError, 500, "integrity"), (MithridateError, 400, "bad_request")]
+DEFAULT_UPLOAD_LIMIT = 1 << 30  # when neither the vault nor `serve --max-upload-mb` sets one
+STATUS = [(Throttled, 429, "throttled"), (AccessDenied, 403, "denied"), (NotFound, 404, "not_found"),
+          (Conflict, 409, "conflict"), (TooLarge, 413, "too_large"), (IntegrityError, 500, "integrity"),
+          (MithridateError, 400, "bad_request")]
 UNAUTHENTICATED = "invalid, revoked or missing token"
 
 bearer = HTTPBearer(auto_error=False, description="An API token: `Authorization: Bearer mth_...`")
@@ -68,7 +74,9 @@ class ErrorBody(BaseModel):
 ERRORS = {code: {"model": ErrorBody, "description": text} for code, text in (
     (400, "Bad input (names, formats, not a dataset)"), (401, "No valid token"), (403, "Denied by role or "
     "separation of duties"), (404, "No such dataset, version, upload or user"), (409, "Clashes with the vault's "
-    "state"), (413, "Body over the size limit"), (500, "Stored bytes failed authentication"))}
+    "state"), (413, "Body over the size limit"), (422, "Malformed request"), (429, "Too many failed "
+    "authentications from this client or for this token id (see Retry-After)"),
+    (500, "Stored bytes failed authentication"))}
 
 
 class HoldRequest(BaseModel):
@@ -178,7 +186,7 @@ class BodyLimit:
 
 
 class SecurityHeaders:
-    """Strict-Transport-Security and no-sniff on every response."""
+    """Strict-Transport-Security and no-sniff on every response; the caller's address noted (``CLIENT``)."""
 
     def __init__(self, app, tls: bool):
         self.app = app
@@ -187,6 +195,8 @@ class SecurityHeaders:
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
+        client = scope.get("client")
+        CLIENT.set(client[0] if client else "unknown")  # who is calling, for per-client throttling
 
         async def send_with_headers(message):
             if message["type"] == "http.response.start":
@@ -207,8 +217,11 @@ def _stream(first: bytes | None, parts: Iterator[bytes]) -> Iterator[bytes]:
 
 def _content(body: dict, parts: Iterator[bytes], name: str) -> StreamingResponse:
     first = next(parts, None)  # fail before the status line is sent if the first chunk does not authenticate
+    filename = body["file"]["name"]
+    fallback = filename.encode("ascii", "replace").decode().replace("?", "_")  # HTTP headers are Latin-1
     headers = {"content-length": str(body["file"]["size"]), "x-mithridate-root": body["file"]["root"],
-               "x-mithridate-ref": name, "content-disposition": f'attachment; filename="{body["file"]["name"]}"'}
+               "x-mithridate-ref": name,
+               "content-disposition": f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(filename)}"}
     return StreamingResponse(_stream(first, parts), media_type="application/octet-stream", headers=headers)
 
 
@@ -235,6 +248,8 @@ def create_app(vault: Vault, tls: bool = True) -> FastAPI:
         def handler(request, exc, status=status, kind=kind):
             code = 401 if isinstance(exc, AccessDenied) and str(exc) == UNAUTHENTICATED else status
             headers = {"www-authenticate": "Bearer"} if code == 401 else None
+            if isinstance(exc, Throttled):
+                headers = {"retry-after": str(int(exc.retry_after + 0.999))}
             return JSONResponse({"error": str(exc), "kind": kind}, status_code=code, headers=headers)
 
         api.add_exception_handler(cls, handler)
@@ -246,6 +261,14 @@ def create_app(vault: Vault, tls: bool = True) -> FastAPI:
                             status_code=exc.status_code, headers=getattr(exc, "headers", None))
 
     api.add_exception_handler(StarletteHTTPException, http_error)
+
+    def invalid_request(request, exc: RequestValidationError):
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
+        return JSONResponse({"error": f"{where}: {first.get('msg', 'invalid request')}"[:300], "kind": "bad_request"},
+                            status_code=422)
+
+    api.add_exception_handler(RequestValidationError, invalid_request)
 
     @api.get(f"{API}/info", summary="The vault's id, public signing key and ingest policy (no token needed)")
     def info() -> dict:
@@ -277,7 +300,9 @@ def create_app(vault: Vault, tls: bool = True) -> FastAPI:
                   token: str | None = Depends(token_of)) -> dict:
         loop = asyncio.get_running_loop()
         reader = _QueueReader()
-        worker = loop.run_in_executor(None, lambda: vault.put(token, dataset, reader, filename, source, label))
+        context = contextvars.copy_context()  # the caller's address travels to the worker thread
+        worker = loop.run_in_executor(None, lambda: context.run(vault.put, token, dataset, reader, filename,
+                                                                source, label))
         try:
             await _feed(request, reader, worker)
         except BaseException:
@@ -348,6 +373,10 @@ def create_app(vault: Vault, tls: bool = True) -> FastAPI:
     def verify(token: str | None = Depends(token_of)) -> dict:
         return vault.verify(token)
 
+    @api.get(f"{API}/audit/head", summary="The audit log's signed head, for an auditor to keep (a witness)")
+    def audit_head(token: str | None = Depends(token_of)) -> dict:
+        return vault.head(token)
+
     @api.post(f"{API}/keys/rotate", summary="Re-wrap every data key under a new master key file")
     def rotate(token: str | None = Depends(token_of)) -> dict:
         return vault.rotate_key(token)
@@ -375,8 +404,15 @@ def run(location: str | Path, host: str = "127.0.0.1", port: int = 8443, cert: P
     import uvicorn
 
     vault = Vault.open(location, db_url=db_url, migrate=True)
+    try:
+        vault.serving()  # key rotation from another process is refused while this runs
+    except Exception:
+        vault.close()
+        raise
     if max_upload_bytes is not None:
         vault.config.max_upload_bytes = max_upload_bytes
+    elif vault.config.max_upload_bytes is None:  # a service never takes unbounded uploads
+        vault.config.max_upload_bytes = DEFAULT_UPLOAD_LIMIT
     try:
         uvicorn.Server(server_config(create_app(vault, tls=cert is not None), host, port, cert, key, client_ca)).run()
     finally:

@@ -16,6 +16,7 @@ True
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 from collections import deque
 from collections.abc import Iterator
@@ -117,8 +118,6 @@ class ChunkStore:
         return Blob(tuple(chunks), total, merkle_root([c for c, _ in chunks]))
 
     def write_bytes(self, data: bytes) -> Blob:
-        import io
-
         return self.write(io.BytesIO(data))
 
     def read_chunk(self, object_id: str) -> bytes:
@@ -141,6 +140,56 @@ class ChunkStore:
 
     def read_all(self, blob: Blob) -> bytes:
         return b"".join(self.read(blob))
+
+    def open(self, blob: Blob) -> io.BufferedReader:
+        """A seekable, read-only file over ``blob``, one authenticated chunk in memory at a time."""
+        return io.BufferedReader(BlobFile(self, blob), buffer_size=1 << 20)
+
+
+class BlobFile(io.RawIOBase):
+    """The plaintext of a :class:`Blob` as a seekable raw file (readers such as pandas and pyarrow
+    stream from it); each chunk is read, authenticated and hash-checked when first touched."""
+
+    def __init__(self, store: ChunkStore, blob: Blob):
+        if not same(merkle_root([c for c, _ in blob.chunks]), blob.root):
+            raise IntegrityError("chunk list does not match its Merkle root")
+        self.store, self.blob = store, blob
+        self.starts = [0]
+        for _, size in blob.chunks:
+            self.starts.append(self.starts[-1] + size)
+        self.pos, self._index, self._data = 0, -1, b""
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self.pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self.pos, io.SEEK_END: self.blob.size}[whence]
+        self.pos = max(0, base + offset)
+        return self.pos
+
+    def readinto(self, buffer) -> int:
+        if self.pos >= self.blob.size:
+            return 0
+        import bisect
+
+        index = bisect.bisect_right(self.starts, self.pos) - 1
+        if index != self._index:
+            object_id, size = self.blob.chunks[index]
+            data = self.store.read_chunk(object_id)
+            if len(data) != size:
+                raise IntegrityError(f"{object_key(object_id)}: {len(data)} bytes, the manifest says {size}")
+            self._index, self._data = index, data
+        offset = self.pos - self.starts[index]
+        n = min(len(buffer), len(self._data) - offset)
+        buffer[:n] = self._data[offset:offset + n]
+        self.pos += n
+        return n
 
 
 # --- signed documents ----------------------------------------------------------------------------------

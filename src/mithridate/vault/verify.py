@@ -6,24 +6,46 @@ records, Ed25519 signature, agreeing with its catalog row); every chunk they ref
 AES-GCM tag, SHA-256 of the plaintext equal to its name, Merkle roots); the audit chain (sequence,
 links, hashes, signatures); and the cross-references between them (every version has its audit entry
 and vice versa; each manifest's audit anchor is still in the log).
+
+Against rollback: every signed document in storage must have its catalog row (a version deleted from the
+catalog leaves its manifest behind), every signed head in ``checkpoints/`` must still be in the log, and
+a head an auditor kept (``witness``) too. Users, tokens and uploads must carry valid seals and agree with
+the audit entries that made and changed them (a row replayed from an older, sealed state does not).
 """
 
 from __future__ import annotations
 
 from sqlalchemy import select
 
-from mithridate.vault.audit import detail, verify_chain
+from mithridate.vault.audit import detail, entry_hash, verify_chain
 from mithridate.vault.config import check_config, read_config
 from mithridate.vault.crypto import DEK_PREFIX
-from mithridate.vault.db import uploads, versions
+from mithridate.vault.db import tokens, uploads, users, versions
 from mithridate.vault.errors import IntegrityError
-from mithridate.vault.store import merkle_root, object_key
+from mithridate.vault.primitives import same, verify_signature
+from mithridate.vault.seals import sealed
+from mithridate.vault.store import canonical, merkle_root, object_key, open_document
 
 
-def verify_vault(vault) -> dict:
-    """``{"ok": bool, "problems": [one line each], "checked": {what: count}}``."""
+def check_witness(witness: dict, public_hex: str) -> tuple[int, str]:
+    """``(seq, hash)`` of a head an auditor kept (:meth:`Vault.head`), if this vault signed it."""
+    try:
+        body, key, signature = witness["body"], witness["key"], witness["signature"]
+        seq, head = int(body["seq"]), str(body["hash"])
+    except (KeyError, TypeError, ValueError):
+        raise IntegrityError("witness: not a signed head (expected the JSON `vault head` prints)") from None
+    if key != public_hex or not verify_signature(public_hex, canonical(body), str(signature)):
+        raise IntegrityError("witness: not signed by this vault's key (forged, or another vault's head)")
+    return seq, head
+
+
+def verify_vault(vault, witness: dict | None = None) -> dict:
+    """``{"ok": bool, "problems": [one line each], "checked": {what: count}, "orphans": [one line each]}``:
+    problems are alterations; orphans are signed documents nothing refers to, which a killed writer
+    leaves too (reported, not failed)."""
     problems: list[str] = []
-    checked = {"manifests": 0, "chunks": 0, "data_keys": 0, "audit_entries": 0}
+    checked = {"manifests": 0, "chunks": 0, "data_keys": 0, "audit_entries": 0, "checkpoints": 0, "rows": 0}
+    witnessed = None if witness is None else check_witness(witness, vault.config.public_key)
     try:
         check_config(read_config(vault.root)[1], vault.signer)
     except IntegrityError as exc:
@@ -41,19 +63,64 @@ def verify_vault(vault) -> dict:
 
     entries = vault.audit.entries()
     checked["audit_entries"] = len(entries)
-    problems += verify_chain(entries, vault.config.public_key)
+    chain_problems = verify_chain(entries, vault.config.public_key)
+    problems += chain_problems
     by_seq = {e["seq"]: e for e in entries}
 
     with vault.db.engine.connect() as conn:
         version_rows = conn.execute(select(versions).order_by(versions.c.dataset, versions.c.number)).all()
         upload_rows = conn.execute(select(uploads).order_by(uploads.c.created)).all()
+        user_rows = conn.execute(select(users).order_by(users.c.id)).all()
+        token_rows = conn.execute(select(tokens, users.c.name.label("user"))
+                                  .join(users, users.c.id == tokens.c.user_id)).all()
 
-    users: dict[str, list[str]] = {}
+    for key in vault.backend.list("checkpoints"):
+        checked["checkpoints"] += 1
+        try:
+            body = open_document(vault.backend.get(key), vault.config.public_key, key)
+        except IntegrityError as exc:
+            problems.append(str(exc))
+            continue
+        seq = body.get("seq", 0)
+        if seq and (seq not in by_seq or by_seq[seq]["hash"] != body.get("hash")):
+            problems.append(f"audit log entry {seq}: missing or replaced, but the vault signed it as its head "
+                            f"(checkpoint {key}): the catalog was rolled back or its log cut")
+    if witnessed is not None:
+        seq, head = witnessed
+        if seq not in by_seq or by_seq[seq]["hash"] != head:
+            problems.append(f"audit log: the witnessed head (entry {seq}, {head[:16]}...) is not in the log: it was "
+                            "rolled back or rewritten after the witness was taken")
+
+    rows_by_ref = {(r.dataset, r.number): r.manifest for r in version_rows}
+    for key in vault.backend.list("committed"):
+        try:
+            body = open_document(vault.backend.get(key), vault.config.public_key, key)
+            dataset, number = body["version"].rsplit("@", 1)
+        except (IntegrityError, KeyError, ValueError) as exc:
+            problems.append(str(exc) if isinstance(exc, IntegrityError) else f"{key}: unreadable (altered)")
+            continue
+        if rows_by_ref.get((dataset, int(number))) != body.get("manifest"):
+            problems.append(f"{body['version']}: the vault signed its commit (checkpoint {key}, audit entry "
+                            f"{body.get('seq')}) but there is no catalog row for that manifest (rolled back, "
+                            "deleted or repointed)")
+
+    recorded = {r.manifest for r in version_rows} | {r.manifest for r in upload_rows}
+    orphans = [f"{key}: signed, but no catalog row and no commit record (a writer killed before it "
+               "committed; or a rollback that also deleted the commit record: compare with a witness)"
+               for key in [*vault.backend.list("manifests"), *vault.backend.list("uploads")] if key not in recorded]
+
+    problems += check_rows(vault, entries, user_rows, token_rows, upload_rows, log_intact=not chain_problems)
+    checked["rows"] = len(user_rows) + len(token_rows) + len(upload_rows)
+
+    chunk_users: dict[str, list[str]] = {}
     documents = [(f"{r.dataset}@{r.number}", r, "version") for r in version_rows]
     documents += [(f"upload {r.id}", r, "upload") for r in upload_rows]
     for label, row, kind in documents:
         try:
             body = vault._document(row.manifest, row.manifest_sha256)
+            if kind == "upload" and body.get("checks_passed", row.checks_passed) != row.checks_passed:
+                said = "passed" if row.checks_passed else "failed"
+                problems.append(f"catalog: upload {row.id} says its checks {said}, its signed manifest says not")
         except IntegrityError as exc:
             problems.append(f"{exc} ({label})")
             continue
@@ -73,9 +140,9 @@ def verify_vault(vault) -> dict:
             if merkle_root([c for c, _ in chunks]) != body[part]["root"]:
                 problems.append(f"{row.manifest}: {part} chunk list does not match its Merkle root ({label})")
             for chunk, _ in chunks:
-                users.setdefault(chunk, []).append(label)
+                chunk_users.setdefault(chunk, []).append(label)
 
-    for chunk, used_by in users.items():
+    for chunk, used_by in chunk_users.items():
         checked["chunks"] += 1
         try:
             vault.store.read_chunk(chunk)
@@ -102,4 +169,63 @@ def verify_vault(vault) -> dict:
     for ref, (seq, _) in logged.items():
         if ref not in known:
             problems.append(f"catalog: version {ref} (audit entry {seq}) is missing (deleted?)")
-    return {"ok": not problems, "problems": problems, "checked": checked}
+    unused = sum(1 for key in vault.backend.list("objects") if key.rsplit("/", 1)[-1] not in chunk_users)
+    if unused:
+        orphans.append(f"objects/: {unused} encrypted chunk(s) no manifest refers to (uploads refused or killed "
+                       "while streaming; unreadable without their manifest)")
+
+    return {"ok": not problems, "problems": problems, "checked": checked, "orphans": orphans}
+
+
+def check_rows(vault, entries: list[dict], user_rows, token_rows, upload_rows, log_intact: bool = True
+               ) -> list[str]:
+    """Seals of users, tokens and uploads, and their agreement with the audit entries that made them
+    (rows the log never made, and entries whose rows are gone, only when the log itself is intact:
+    otherwise those follow from the log's own problems, reported already)."""
+    problems: list[str] = []
+    key = vault.config.public_key
+    # judge rows only by entries that are themselves intact (an altered entry is reported already)
+    entries = [e for e in entries if same(entry_hash(e), e["hash"])
+               and verify_signature(key, bytes.fromhex(e["hash"]), e["signature"])]
+    added = {e["target"]: detail(e) for e in entries if e["action"] == "user.add" and e["outcome"] == "ok"}
+    revoked = {e["target"]: e["seq"] for e in entries if e["action"] == "user.revoke" and e["outcome"] == "ok"}
+    issued = {d.get("token"): name for name, d in added.items()}
+    for row in user_rows:
+        name = row.name
+        if not sealed(key, "users", row._mapping):
+            problems.append(f"catalog: the row of user {name} was altered (seal invalid)")
+        if name not in added:
+            if log_intact:
+                problems.append(f"catalog: user {name} has no audit entry creating them (inserted behind the log?)")
+        elif sorted(row.roles.split(",")) != sorted(added[name].get("roles", [])):
+            problems.append(f"catalog: user {name} has the roles {row.roles}, the audit log gave them "
+                            f"{','.join(added[name].get('roles', []))}")
+        if name in revoked and row.active:
+            problems.append(f"catalog: user {name} is active, but audit entry {revoked[name]} revoked them")
+    for row in token_rows:
+        if not sealed(key, "tokens", row._mapping):
+            problems.append(f"catalog: the row of token {row.id} (user {row.user}) was altered (seal invalid)")
+        if issued.get(row.id) != row.user and (log_intact or row.id in issued):
+            problems.append(f"catalog: token {row.id} of user {row.user} was not issued to them through the vault")
+        if row.user in revoked and not row.revoked:
+            problems.append(f"catalog: token {row.id} of user {row.user} is live, but audit entry "
+                            f"{revoked[row.user]} revoked the user")
+    put = {e["target"].rsplit("/", 1)[-1] for e in entries if e["action"] == "upload.put" and e["outcome"] == "ok"}
+    decided = {e["target"]: ("approved" if e["action"] == "upload.approve" else "rejected", e["seq"])
+               for e in entries if e["action"] in ("upload.approve", "upload.reject") and e["outcome"] == "ok"}
+    for row in upload_rows:
+        if not sealed(key, "uploads", row._mapping):
+            problems.append(f"catalog: the row of upload {row.id} was altered (seal invalid)")
+        if row.id not in put and log_intact:
+            problems.append(f"catalog: upload {row.id} has no audit entry creating it (inserted behind the log?)")
+        status, seq = decided.get(row.id, ("quarantined", None))
+        if row.status != status:
+            said = f"audit entry {seq} made it {status}" if seq else "the audit log never decided it"
+            problems.append(f"catalog: upload {row.id} is {row.status}, but {said}")
+    named = {r.name for r in user_rows}
+    problems += [f"catalog: user {name} (audit entry creating them) has no catalog row (deleted)"
+                 for name in added if name not in named]
+    listed = {r.id for r in upload_rows}
+    problems += [f"catalog: upload {u} (audit entry creating it) has no catalog row (deleted)"
+                 for u in sorted(put - listed)]
+    return problems
