@@ -8,8 +8,8 @@ import pytest
 
 from mithridate.attacks.backdoor import PatchTrigger
 from mithridate.data import demo
-from mithridate.detect._classwise import copy_fit, log_otsu, mixing
 from mithridate.detect.activation_clustering import ActivationClustering, activation_clustering
+from mithridate.detect.backdoor_base import copy_fit, log_otsu, mixing
 from mithridate.detect.spectral import SpectralSignatures, spectral_signatures
 from mithridate.detect.spectre import Spectre, spectre
 from mithridate.represent import CNNClassifier, Representation

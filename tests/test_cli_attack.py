@@ -91,4 +91,4 @@ def test_help_explains_every_kind():
     assert res.exit_code == 0
     for kind in ("flip", "targeted-flip", "adversarial-flip", "patch", "blend", "feature", "feature-collision",
                  "clean-label-backdoor"):
-        assert f"\n  {kind} " in res.output or f" {kind}  " in res.output, kind
+        assert f"• {kind}: " in res.output, kind  # one bullet per kind, read as prose

@@ -45,7 +45,7 @@ def vault_env(tmp_path_factory) -> dict[str, str]:
     from mithridate.vault.core import Vault
 
     vault, admin = Vault.init(tmp_path_factory.mktemp("vault") / "v", checks="schema")
-    contributor = vault.add_user(admin, "carol", ["contributor"])
+    contributor = vault.add_user(admin, "carol", ["contributor", "trainer"])
     vault.close()
     return {"MITHRIDATE_VAULT": str(vault.root), "MITHRIDATE_TOKEN": contributor}
 
@@ -75,6 +75,11 @@ CASES = {
     "vault put: infinite values": ["vault", "put", "ds", "{r}/inf.csv", "--source", "s", "--label", "label"],
     "vault put: npz with 0-d y": ["vault", "put", "ds", "{r}/y0.npz", "--source", "s"],
     "vault put: npz with 2-D y": ["vault", "put", "ds", "{r}/y2.npz", "--source", "s"],
+    "vault get: a version number too large": ["vault", "get", "ds@99999999999999999999", "--out", "{r}/o14.csv"],
+    "vault get: --out under a file": ["vault", "get", "ds", "--out", "{r}/a_file/o.csv"],
+    "fl simulate: one client": ["fl", "simulate", "--clients", "1", "--out", "{r}/o15"],
+    "fl simulate: --out under a file": ["fl", "simulate", "--out", "{r}/a_file/fl"],
+    "demo: --out under a file": ["demo", "--out", "{r}/a_file/demo"],
     "attack: --out under a file": ["attack", "flip", "{r}/good.csv", "--label", "label",
                                    "--out", "{r}/a_file/o.csv", "--truth", "{r}/t13.csv"],
 }

@@ -353,7 +353,10 @@ def test_write_killed_midway_leaves_no_partial_upload_or_version(filled, tmp_pat
         assert again.versions(tokens["trainer"], "toy") == before["versions"]  # no version 3
         assert again.backend.exists(manifest)  # the orphan manifest is there, but nothing refers to it
         assert b"".join(again.read(tokens["trainer"], "toy@2")[1]) == data["v2"]
-        assert again.verify(tokens["auditor"])["ok"]
+        report = again.verify(tokens["auditor"])
+        assert report["ok"]
+        assert any("never ended" in o for o in report["orphans"])  # the killed upload is listed
+        assert any(manifest in o for o in report["orphans"])  # and the manifest nothing committed
         assert again.approve(tokens["steward"], pending["id"]) == "toy@3"  # and the approval can be redone
         assert again.verify(tokens["auditor"])["ok"]
 

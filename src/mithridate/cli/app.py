@@ -18,6 +18,7 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    rich_markup_mode="markdown",  # docstrings are hard-wrapped: join their lines into paragraphs
 )
 console = Console(stderr=True)
 EXIT_BAD_INPUT = 2

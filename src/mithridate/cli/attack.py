@@ -17,18 +17,18 @@ from mithridate.errors import DataError
 KINDS_HELP = """Poison a copy of DATA (CSV/TSV, Parquet, .npz, image folder, or demo:NAME) with attack KIND and
 write it to OUT in the input's format, plus TRUTH, a CSV with columns row,poisoned.
 
-\b
 KIND is one of:
-  flip                  random label flips: --rate of all rows get a random other label
-  targeted-flip         --rate of the --source class's rows are relabelled --target
-  adversarial-flip      the --rate of label flips that hurt a model most (greedy, ALFA-style)
-  patch                 BadNets backdoor (images): a --size x --size patch at --location, relabelled --target
-  blend                 backdoor (images): a random pattern blended in with opacity --alpha, relabelled --target
-  feature               backdoor (tables): rare values in --columns, relabelled --target
-  feature-collision     Poison Frogs (images, clean-label): --rate of rows of class --target are perturbed so
-                        that one instance of class --source is classified as --target
-  clean-label-backdoor  label-consistent backdoor (images): --rate of the --target class's rows get a PGD
-                        perturbation (at most --eps of the value range) and a patch trigger
+
+* **flip**: random label flips; --rate of all rows get a random other label.
+* **targeted-flip**: --rate of the --source class's rows are relabelled --target.
+* **adversarial-flip**: the --rate of label flips that hurt a model most (greedy, ALFA-style).
+* **patch**: BadNets backdoor (images); a --size x --size patch at --location, relabelled --target.
+* **blend**: backdoor (images); a random pattern blended in with opacity --alpha, relabelled --target.
+* **feature**: backdoor (tables); rare values in --columns, relabelled --target.
+* **feature-collision**: Poison Frogs (images, clean-label); --rate of rows of class --target are perturbed
+  so that one instance of class --source is classified as --target.
+* **clean-label-backdoor**: label-consistent backdoor (images); --rate of the --target class's rows get a
+  PGD perturbation (at most --eps of the value range) and a patch trigger.
 """
 
 FORMAT_FAMILY = {"csv": "table", "parquet": "table", "npz": "npz", "folder": "folder"}

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from mithridate.cli.app import app, console, status, user_errors
+from mithridate.cli.app import app, check_writable, console, status, user_errors
 
 
 @app.command()
@@ -20,6 +20,8 @@ def demo(
     and compare the models trained on clean, poisoned and sanitized data."""
     from mithridate.demo import run_demo
 
+    with user_errors():
+        check_writable("--out", out, folder=True)
     with user_errors(), status("mithridate demo") as update:
         results = run_demo(out, seed=seed, progress=update)
     det = results["detection"]["all"]

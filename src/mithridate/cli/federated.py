@@ -8,11 +8,12 @@ from typing import Annotated
 
 import typer
 
-from mithridate.cli.app import app, console, user_errors
+from mithridate.cli.app import app, check_writable, console, user_errors
 from mithridate.errors import MithridateError
 
-fl_app = typer.Typer(help="Federated learning defences: robust aggregation, DP and secure aggregation "
-                     "under simulated malicious clients.", no_args_is_help=True)
+fl_app = typer.Typer(rich_markup_mode="markdown", no_args_is_help=True,
+                     help="Federated learning defences: robust aggregation, DP and secure aggregation under "
+                     "simulated malicious clients.")
 app.add_typer(fl_app, name="fl")
 
 
@@ -64,6 +65,7 @@ def simulate_cmd(
     from mithridate.federated.simulate import Simulation
 
     with user_errors():
+        check_writable("--out", out, folder=True)
         agg_options: dict = {}
         if num_malicious is not None:
             agg_options["num_malicious"] = num_malicious

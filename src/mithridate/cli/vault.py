@@ -24,10 +24,12 @@ from mithridate.errors import MithridateError
 EXIT_INTEGRITY = 1
 EXIT_DENIED = 3
 
-vault_app = typer.Typer(name="vault", no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+vault_app = typer.Typer(name="vault", no_args_is_help=True, rich_markup_mode="markdown", add_completion=False,
+                        pretty_exceptions_enable=False,
                         help="The secure data vault: write-once, encrypted, audited storage for training data, "
                         "with an ingest gate (quarantine, checks, approval) and per-row provenance.")
-user_app = typer.Typer(name="user", no_args_is_help=True, help="Users and their API tokens (admin).")
+user_app = typer.Typer(name="user", no_args_is_help=True, rich_markup_mode="markdown",
+                       help="Users and their API tokens (admin).")
 vault_app.add_typer(user_app, name="user")
 app.add_typer(vault_app, name="vault")
 
@@ -285,6 +287,10 @@ def get(
     client_key: KeyOpt = None,
 ) -> None:
     """Fetch an approved version: byte-identical to what was uploaded, every chunk authenticated."""
+    from mithridate.cli.app import check_writable
+
+    with vault_errors():
+        check_writable("--out", out)
     with opened(vault, ca, client_cert, client_key) as v, vault_errors():
         body, parts = v.read(token, ref)
         size = _write_out(parts, out)

@@ -13,7 +13,7 @@ poisoned data):
 
 1. PCA then FastICA to ``n_components`` components, k-means with two clusters;
 2. each cluster in turn is the candidate group and the other the core; the verdict of
-   :mod:`._classwise` (exclusionary reclassification without retraining: a model of the other classes
+   :mod:`.backdoor_base` (exclusionary reclassification without retraining: a model of the other classes
    reads the group's content, and the group must fit shifted copies of other classes better than a
    sub-population of its own) picks the cluster that fits best, if any fits;
 3. its copies are flagged. No relative size is assumed, so a class that is half poison is handled too.
@@ -38,7 +38,7 @@ from sklearn.cluster import KMeans
 from sklearn.decomposition import PCA, FastICA
 from sklearn.exceptions import ConvergenceWarning
 
-from mithridate.detect._classwise import BackdoorDetector, Proposal, Verdict, classwise_verdicts
+from mithridate.detect.backdoor_base import BackdoorDetector, Proposal, Verdict, classwise_verdicts
 
 
 def two_clusters(x: np.ndarray, n_components: int = 10, random_state: int = 0) -> tuple[np.ndarray, np.ndarray]:

@@ -13,7 +13,7 @@ poisoned data):
 2. the suspicious group is the upper side of Otsu's split of the log scores, on the side of the mean
    where the projections have their long tail (the class's own scores set the cut; no poison rate);
 3. the class is declared poisoned only if its group fits shifted copies of other classes better than a
-   sub-population of its own (:mod:`._classwise`); its rows that are such copies are flagged, nothing
+   sub-population of its own (:mod:`.backdoor_base`); its rows that are such copies are flagged, nothing
    elsewhere.
 
 A backdoor fed from many source classes spreads its poison over many directions, so one direction
@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from mithridate.detect._classwise import BackdoorDetector, Proposal, Verdict, classwise_verdicts, log_otsu
+from mithridate.detect.backdoor_base import BackdoorDetector, Proposal, Verdict, classwise_verdicts, log_otsu
 
 
 def signature_projections(x: np.ndarray) -> np.ndarray:

@@ -25,7 +25,7 @@ poisoned data):
    MNIST every candidate of class 0 stays below R2 -0.34; smaller shares, down to a quarter, drifted to
    R2 +0.01 on a clean digits class);
 5. the class is declared poisoned only if a candidate fits shifted copies of other classes better than a
-   sub-population of its own (:mod:`._classwise`; the largest such candidate is kept); then its rows that
+   sub-population of its own (:mod:`.backdoor_base`; the largest such candidate is kept); then its rows that
    are such copies are flagged, and nothing in the other classes.
 
 Two departures from the paper, both measured on digits (:mod:`benchmarks.backdoor`): ``alpha`` defaults
@@ -49,7 +49,7 @@ from scipy.linalg import expm
 from sklearn.covariance import MinCovDet
 from sklearn.decomposition import PCA
 
-from mithridate.detect._classwise import BackdoorDetector, Proposal, Verdict, classwise_verdicts, log_otsu
+from mithridate.detect.backdoor_base import BackdoorDetector, Proposal, Verdict, classwise_verdicts, log_otsu
 
 MAX_PASSES = 5
 """Reweighting passes of the whitening (it stops earlier once the core no longer changes)."""

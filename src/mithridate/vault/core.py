@@ -530,19 +530,23 @@ class Vault:
         check_source(source)
         filename = check_filename(filename)
         fmt = ingest.file_format(filename)
+        upload_id = "u-" + random_id(8)
+        attempt = f"{dataset}/{upload_id}"
+        # logged before the bytes arrive: an upload killed midway leaves this entry with no outcome,
+        # which `verify` lists (its chunks, unreferenced, too)
+        self.audit.record(principal.name, "upload.start", attempt, "ok", {"source": source, "file": filename})
         try:
             blob = self.store.write(stream, limit=self.config.max_upload_bytes)
-        except TooLarge as exc:  # its chunks so far stay unreferenced: `verify` lists them as orphans
-            self.audit.record(principal.name, "upload.put", dataset, "refused", {"reason": str(exc), "source": source})
+        except TooLarge as exc:
+            self.audit.record(principal.name, "upload.put", attempt, "refused", {"reason": str(exc), "source": source})
             raise
         try:  # read exactly what was stored, authenticated
             parsed = self._read_upload(blob, filename, label)
         except DataError as exc:
-            self.audit.record(principal.name, "upload.put", dataset, "error",
+            self.audit.record(principal.name, "upload.put", attempt, "error",
                               {"reason": str(exc), "root": blob.root, "size": blob.size, "source": source})
             raise VaultError(f"not a usable dataset, nothing quarantined: {exc}") from None
         hashes = parsed.hashes
-        upload_id = "u-" + random_id(8)
         created = now()
         origin = {"upload": upload_id, "source": source, "uploader": principal.name, "time": created}
         provenance = self.store.write_bytes(ingest.Provenance.single(hashes, origin).to_bytes())

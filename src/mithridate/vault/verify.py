@@ -169,6 +169,10 @@ def verify_vault(vault, witness: dict | None = None) -> dict:
     for ref, (seq, _) in logged.items():
         if ref not in known:
             problems.append(f"catalog: version {ref} (audit entry {seq}) is missing (deleted?)")
+    ended = {e["target"] for e in entries if e["action"] == "upload.put"}
+    orphans += [f"audit entry {e['seq']}: {e['actor']}'s upload {e['target']} started at {e['time']} and never "
+                "ended (killed, or still streaming)" for e in entries
+                if e["action"] == "upload.start" and e["target"] not in ended]
     unused = sum(1 for key in vault.backend.list("objects") if key.rsplit("/", 1)[-1] not in chunk_users)
     if unused:
         orphans.append(f"objects/: {unused} encrypted chunk(s) no manifest refers to (uploads refused or killed "
