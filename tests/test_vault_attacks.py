@@ -351,3 +351,143 @@ def test_a_database_password_is_never_written_to_vault_json(tmp_path, postgres, 
     monkeypatch.setenv("MITHRIDATE_VAULT_DB_PASSWORD", "from-env")
     with Vault.open(tmp_path / "vault") as again:
         assert again.db.engine.url.password == "from-env"
+
+
+# --- found by a second red-team pass over the defences above ----------------------------------------------
+def test_a_whole_vault_swapped_for_the_insiders_own_is_refused_when_its_key_is_pinned(tmp_path, monkeypatch):
+    real, _ = build(tmp_path / "real")
+    pinned = real.config.public_key
+    real.close()
+    fake, _ = build(tmp_path / "fake")  # the insider's vault, keyed by a file they made
+    fake.close()
+    shutil.rmtree(tmp_path / "real")
+    shutil.copytree(tmp_path / "fake", tmp_path / "real")
+    monkeypatch.setenv("MITHRIDATE_VAULT_PUBLIC_KEY", pinned)
+    with pytest.raises(IntegrityError, match="replaced"):
+        Vault.open(tmp_path / "real")
+
+
+def test_a_row_repointed_at_a_killed_approvals_manifest_is_refused(built):
+    vault, tokens = built
+    u1 = vault.put(tokens["contributor"], "toy", io.BytesIO(table_bytes(200, 11)), "toy.csv", source="evil")
+    real_put = vault.backend.put_once
+
+    def killed(key, data):
+        real_put(key, data)
+        if key.startswith("manifests/"):
+            raise KeyboardInterrupt("approver killed after writing the manifest")
+
+    vault.backend.put_once = killed
+    with pytest.raises(KeyboardInterrupt):
+        vault.approve(tokens["steward"], u1["upload"])
+    vault.backend.put_once = real_put
+    vault.reject(tokens["steward"], u1["upload"], "poisoned")
+    u2 = vault.put(tokens["contributor"], "toy", io.BytesIO(table_bytes(200, 12)), "toy.csv", source="web")
+    assert vault.approve(tokens["steward"], u2["upload"]) == "toy@3"
+    (row,) = sql(vault, "SELECT manifest FROM versions WHERE dataset = 'toy' AND number = 3")
+    orphan = next(k for k in vault.backend.list("manifests/toy") if k.startswith("manifests/toy/3.") and k != row[0])
+    sql(vault, "UPDATE versions SET manifest = :m, manifest_sha256 = :h WHERE dataset = 'toy' AND number = 3",
+        m=orphan, h=__import__("hashlib").sha256(vault.backend.get(orphan)).hexdigest())
+    with pytest.raises(IntegrityError, match="committed"):
+        vault.read(tokens["trainer"], "toy")
+
+
+def test_a_revocation_survives_replayed_rows_and_an_edited_log_entry(built):
+    vault, tokens = built
+    (user,) = sql(vault, "SELECT active, seal FROM users WHERE name = 'tina'")
+    token_rows = sql(vault, "SELECT t.id, t.revoked, t.seal FROM tokens t JOIN users u ON u.id = t.user_id "
+                            "WHERE u.name = 'tina'")
+    vault.revoke_user(tokens["admin"], "tina")
+    sql(vault, "UPDATE users SET active = :a, seal = :s WHERE name = 'tina'", a=user.active, s=user.seal)
+    for t in token_rows:
+        sql(vault, "UPDATE tokens SET revoked = :r, seal = :s WHERE id = :i", r=t.revoked, s=t.seal, i=t.id)
+    sql(vault, "UPDATE audit SET target = 'tina ' WHERE action = 'user.revoke' AND target = 'tina'")
+    vault._verified.clear()
+    vault._revoked.clear()  # a fresh process: only storage remembers
+    with pytest.raises((IntegrityError, AccessDenied)):
+        vault.read(tokens["trainer"], "toy")
+    assert any("revoked/tina.json" in p for p in problems(vault, tokens["auditor"]))
+
+
+def test_a_token_id_under_attack_still_lets_its_owner_in(built):
+    from mithridate.vault.access import CLIENT, parse_token
+    from mithridate.vault.errors import Throttled
+
+    vault, tokens = built
+    admin_id, _ = parse_token(tokens["admin"])
+    for i in range(12):  # wrong secrets for the admin's token id, from ever new addresses
+        CLIENT.set(f"10.0.0.{i}")
+        with pytest.raises(AccessDenied):
+            vault.whoami(f"mth_{admin_id}_{'x' * 43}")
+    CLIENT.set("10.0.1.1")
+    with pytest.raises(Throttled):
+        vault.whoami(f"mth_{admin_id}_{'y' * 43}")
+    assert vault.whoami(tokens["admin"])["name"] == "admin"
+    CLIENT.set("local")
+
+
+def test_a_baseline_hidden_while_an_upload_is_checked_does_not_get_it_approved(built):
+    vault, tokens = built
+    bad = b"x1,label\n" + b"".join(f"{i},{'ab'[i % 2]}\n".encode() for i in range(200))  # columns dropped
+    sql(vault, "UPDATE versions SET dataset = 'zz_hidden' WHERE dataset = 'toy'")
+    moved = vault.root / "committed_toy"
+    shutil.move(vault.root / "committed" / "toy", moved)
+    up = vault.put(tokens["contributor"], "toy", io.BytesIO(bad), "toy.csv", source="web")
+    sql(vault, "UPDATE versions SET dataset = 'toy' WHERE dataset = 'zz_hidden'")
+    shutil.move(moved, vault.root / "committed" / "toy")
+    assert up["checks_passed"]  # fooled once ...
+    with pytest.raises(Conflict, match="re-run against toy@2"):  # ... but the approval checks again
+        vault.approve(tokens["steward"], up["upload"])
+
+
+def test_retention_edited_in_the_catalog_is_named(built):
+    vault, tokens = built
+    vault.hold(tokens["admin"], "toy@1", legal_hold=True, retain_until="2031-01-01")
+    sql(vault, "UPDATE versions SET legal_hold = :f, retain_until = NULL WHERE dataset = 'toy' AND number = 1",
+        f=False)
+    assert any("toy@1 has legal hold" in p for p in problems(vault, tokens["auditor"]))
+
+
+ROTATING_WRITER = """
+import io, sys, time
+from pathlib import Path
+sys.path.insert(0, sys.argv[4])
+from mithridate.vault.core import Vault
+from test_vault_store import table_bytes
+root, token, marker = sys.argv[1:4]
+vault = Vault.open(root)
+guard = vault.keyring.guard
+def slow_guard(current):  # holding the shared key lock, as every wrap does
+    guard(current)
+    if not Path(marker).exists():
+        Path(marker).write_text("wrapping")
+        time.sleep(2)
+vault.keyring.guard = slow_guard
+try:
+    vault.put(token, "toy", io.BytesIO(table_bytes(2000, 21)), "toy.csv", source="web")
+    print("put ok")
+except Exception as exc:
+    print(type(exc).__name__, exc)
+"""
+
+
+def test_a_rotation_from_another_process_never_leaves_a_key_wrapped_under_the_retired_one(tmp_path):
+    import subprocess
+    import sys
+    import time
+
+    vault, tokens = build(tmp_path / "vault")
+    vault.close()
+    marker = tmp_path / "marker"
+    writer = subprocess.Popen([sys.executable, "-c", ROTATING_WRITER, str(tmp_path / "vault"), tokens["contributor"],
+                               str(marker), str(Path(__file__).parent)], stdout=subprocess.PIPE, text=True)
+    deadline = time.time() + 60
+    while not marker.exists() and time.time() < deadline:
+        time.sleep(0.05)
+    with Vault.open(tmp_path / "vault") as rotator:
+        rotator.rotate_key(tokens["admin"])  # waits for the writer's wrap, then the writer must stop
+    out, _ = writer.communicate(timeout=120)
+    with Vault.open(tmp_path / "vault") as again:
+        report = again.verify(tokens["auditor"])
+    assert report["ok"], report["problems"]
+    assert "put ok" in out or "master key" in out, out

@@ -63,7 +63,8 @@ def test_round_trip_and_nothing_but_config_and_keys_on_local_disk(s3_vault):
     vault, tokens, data, client = s3_vault
     assert b"".join(vault.read(tokens["trainer"], "ds@1")[1]) == data
     local = sorted(p.relative_to(vault.root).as_posix() for p in vault.root.rglob("*") if p.is_file())
-    assert all(p in ("vault.json", "keys/master.key") or p.startswith("vault.db") for p in local), local
+    assert all(p in ("vault.json", "keys/master.key", "keys.lock", "serve.lock") or p.startswith("vault.db")
+               for p in local), local  # the lock files are empty
     keys = [o["Key"] for o in client.list_objects_v2(Bucket="training-data")["Contents"]]
     assert all(k.startswith("vault1/") for k in keys) and any(k.startswith("vault1/objects/") for k in keys)
     assert vault.verify(tokens["auditor"])["ok"]

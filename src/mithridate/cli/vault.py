@@ -137,8 +137,11 @@ def init(
         vault, token = Vault.init(path, admin=admin, checks=checks, auto_approve=auto_approve, key=key, db_url=db,
                                   storage=storage, chunk_size=int(chunk_mb * (1 << 20)),
                                   max_upload_bytes=None if max_upload_mb is None else int(max_upload_mb * (1 << 20)))
+        public_key = vault.config.public_key
         vault.close()
     console.print(f"vault created in {path}; the token below belongs to admin {admin!r} and is shown once")
+    console.print(f"its public key: {public_key}\n(pin it where the vault is used: MITHRIDATE_VAULT_PUBLIC_KEY="
+                  f"{public_key[:12]}...; a vault swapped for another is then refused)", highlight=False)
     if not key_env:
         console.print(f"master key: {path / 'keys' / 'master.key'} (move it off this disk for production: "
                       "see docs/vault.md)")

@@ -75,6 +75,9 @@ CHECKPOINTS = "checkpoints/"
 COMMITTED = "committed/"
 HEAD_FORMAT = "mithridate-vault/head/1"
 SERVE_LOCK = "serve.lock"
+KEY_LOCK = "keys.lock"
+PUBLIC_KEY_ENV = "MITHRIDATE_VAULT_PUBLIC_KEY"
+REVOKED = "revoked/"
 
 
 def parse_ref(ref: str) -> tuple[str, int | None]:
@@ -126,6 +129,10 @@ def check_filename(filename: str) -> str:
     return name
 
 
+class _Moved(Conflict):
+    """The dataset gained a version between an approval's checks and its commit (retried)."""
+
+
 class Vault:
     """A vault folder (configuration, key file), its storage backend and its catalog, opened."""
 
@@ -142,6 +149,8 @@ class Vault:
         self._verified: dict[tuple[str, str], str] = {}
         self._lock_fd: int | None = None
         keyring.guard = self._check_key_named
+        keyring.wrap_lock = lambda: self._key_lock(exclusive=False)
+        self._revoked: set[str] = set()
         self.throttle = Throttle()
         self._refused: dict[str, int] = {}
 
@@ -207,10 +216,17 @@ class Vault:
         return url
 
     @classmethod
-    def open(cls, root: str | Path, db_url: str | None = None, migrate: bool = False) -> Vault:
-        """Open a vault folder, checking its configuration, master key and signing key first."""
+    def open(cls, root: str | Path, db_url: str | None = None, migrate: bool = False,
+             public_key: str | None = None) -> Vault:
+        """Open a vault folder, checking its configuration, master key and signing key first. With
+        ``public_key`` (or ``$MITHRIDATE_VAULT_PUBLIC_KEY``), refuse a vault signed by any other key: an
+        insider who replaces the whole folder with a vault of their own cannot pass it off."""
         root = Path(root)
         config, doc = read_config(root)
+        pinned = (public_key or os.environ.get(PUBLIC_KEY_ENV) or "").strip().lower()
+        if pinned and not same(pinned, str(config.public_key)):
+            raise IntegrityError(f"{CONFIG}: the vault's public key {str(config.public_key)[:16]}... is not the pinned "
+                                 f"one {pinned[:16]}... (${PUBLIC_KEY_ENV}): the vault was replaced")
         # only the key source is used before the signature is checked (plugins must be allowed, see
         # load_provider); the signing key travels wrapped in vault.json, so storage and catalog named
         # by an edited file are never touched
@@ -262,6 +278,19 @@ class Vault:
             os.close(fd)
             return None
         return fd
+
+    @contextlib.contextmanager
+    def _key_lock(self, exclusive: bool) -> Iterator[None]:
+        """``keys.lock`` in the vault folder: every process holds it shared while it wraps a data key, a
+        rotation holds it exclusively, so no process wraps under a key another is retiring."""
+        import fcntl
+
+        fd = os.open(self.root / KEY_LOCK, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+            yield
+        finally:
+            os.close(fd)
 
     def serving(self) -> None:
         """Hold the vault's service lock for as long as this handle is open (``mithridate serve`` does):
@@ -334,6 +363,10 @@ class Vault:
                  "revoked": r["revoked"], "seal": r["token_seal"]}
         revoked_at = conn.execute(select(audit.c.seq).where(
             audit.c.action == "user.revoke", audit.c.target == r["name"], audit.c.outcome == "ok").limit(1)).scalar()
+        revoked_at = f"audit entry {revoked_at}" if revoked_at else None
+        if not revoked_at and (r["name"] in self._revoked or self.backend.exists(f"{REVOKED}{r['name']}.json")):
+            self._revoked.add(r["name"])
+            revoked_at = f"{REVOKED}{r['name']}.json"
         user["revoked_at"] = revoked_at
         return user, token
 
@@ -344,7 +377,7 @@ class Vault:
         if not sealed(self.config.public_key, "tokens", token):
             return f"catalog: the row of token {token['id']} (user {user['name']}) was altered (seal invalid)"
         if user["revoked_at"] and (user["active"] or not token["revoked"]):
-            return (f"catalog: user {user['name']} was revoked (audit entry {user['revoked_at']}) but the "
+            return (f"catalog: user {user['name']} was revoked ({user['revoked_at']}) but the "
                     "catalog lets them in (rows replayed)")
         return ""
 
@@ -375,21 +408,29 @@ class Vault:
         request is refused at once, and the flood is logged as counted entries (after 1, 10, 100, ...
         refusals), never a row each."""
         parsed = parse_token(token)
-        keys = [f"client {CLIENT.get()}"] + ([f"token {parsed[0]}"] if parsed else [])
-        hit = self.throttle.blocked(keys)
+        client = f"client {CLIENT.get()}"
+        keys = [client] + ([f"token {parsed[0]}"] if parsed else [])
+        hit = self.throttle.blocked([client])  # a flooding client is refused outright
         if hit is not None:
-            key, wait = hit
-            refused = self._refused[key] = self._refused.get(key, 0) + 1
-            if refused == 10 ** (len(str(refused)) - 1):
-                self.audit.record("anonymous", "auth.throttled", key, "denied",
-                                  {"refused": refused, "limit": self.throttle.limit, "window_s": self.throttle.window})
-            raise Throttled(f"too many failed authentications ({key}); retry in {wait:.0f} s", wait)
+            raise self._throttled(*hit)
+        # a token id under attack from many addresses still lets its owner in: only failures are refused
+        hit = self.throttle.blocked(keys[1:])
         principal = self._principal(token)
         if principal is None:
             self.throttle.failed(keys)
+            if hit is not None:
+                raise self._throttled(*hit)
             raise self._deny("anonymous", action, target, "invalid, revoked or missing token",
                              {"token": parsed[0]} if parsed else None)
         return principal
+
+    def _throttled(self, key: str, wait: float) -> Throttled:
+        """A refusal for a throttled key, logged as a count after 1, 10, 100, ... of them."""
+        refused = self._refused[key] = self._refused.get(key, 0) + 1
+        if refused == 10 ** (len(str(refused)) - 1):
+            self.audit.record("anonymous", "auth.throttled", key, "denied",
+                              {"refused": refused, "limit": self.throttle.limit, "window_s": self.throttle.window})
+        return Throttled(f"too many failed authentications ({key}); retry in {wait:.0f} s", wait)
 
     def authorize(self, token: str | None, action: str, target: str = "") -> Principal:
         """The caller, if their role allows ``action``; otherwise an audited :class:`AccessDenied`."""
@@ -454,6 +495,11 @@ class Vault:
             self._seal_rows(conn, "users", users.c.id == row.id)
             self._seal_rows(conn, "tokens", tokens.c.user_id == row.id)
             self.audit.append(conn, principal.name, "user.revoke", name, "ok")
+        # outside the catalog, write-once: a catalog row replayed from before the revocation cannot undo it
+        self.backend.put_once(f"{REVOKED}{name}.json", sign_document(
+            {"format": "mithridate-vault/revocation/1", "user": name, "by": principal.name, "time": now()},
+            self.signer))
+        self._revoked.add(name)
         self._checkpoint()
 
     # --- reading stored documents ------------------------------------------------------------------
@@ -475,9 +521,12 @@ class Vault:
     def _newest_row(self, conn, dataset: str):
         """The newest version's row, refusing a catalog that lost newer versions whose signed commit
         records are stored (a catalog rolled back would otherwise serve, or number anew, an older one)."""
+        # the records first: one is written only after its version's row committed, so a row committed
+        # while we look cannot pass for a rolled-back one
+        committed = list(self.backend.list(f"{COMMITTED}{dataset}/"))
         row = self._version_row(conn, dataset, None)
         newest = row.number if row is not None else 0
-        for key in self.backend.list(f"{COMMITTED}{dataset}/"):
+        for key in committed:
             number = key.rsplit("/", 1)[-1].split(".", 1)[0]
             if number.isdigit() and int(number) > newest:
                 raise IntegrityError(f"{dataset}@{int(number)}: the vault signed its commit ({key}) but the "
@@ -492,6 +541,14 @@ class Vault:
             raise IntegrityError(f"{row.dataset}@{row.number}: the catalog points at the manifest of "
                                  f"{body.get('dataset')}@{body.get('version')} (repointed); run "
                                  "`mithridate vault verify`")
+        record = f"{COMMITTED}{row.dataset}/{row.number}.json"
+        try:  # a manifest of the right number that was never committed (a killed approval's) is refused
+            committed = open_document(self.backend.get(record), self.config.public_key, record).get("manifest")
+        except NotFound:
+            committed = row.manifest  # committed before commit records existed, or its record is yet to come
+        if committed != row.manifest:
+            raise IntegrityError(f"{row.dataset}@{row.number}: the catalog points at {row.manifest}, but the vault "
+                                 f"committed {committed} ({record}); run `mithridate vault verify`")
         return body
 
     def _upload_document(self, row) -> dict:
@@ -550,19 +607,14 @@ class Vault:
         created = now()
         origin = {"upload": upload_id, "source": source, "uploader": principal.name, "time": created}
         provenance = self.store.write_bytes(ingest.Provenance.single(hashes, origin).to_bytes())
-        baseline, baseline_schema = None, None
-        if ingest.resolve_checks(self.config.checks):
-            with contextlib.suppress(NotFound):
-                base_body = self._version(dataset)[1]
-                baseline, baseline_schema = self._dataset_of(base_body), base_body["schema"]
-        results = ingest.run_checks(self.config.checks, parsed.dataset, baseline,
-                                    schemas=(parsed.schema, baseline_schema))
+        against, results = self._check_upload(dataset, parsed, self.config.checks)
         passed = all(r.passed for r in results)
         body = {"format": "mithridate-vault/upload/1", "upload": upload_id, "dataset": dataset,
                 "file": {"name": filename, "format": fmt, **blob.to_dict()}, "rows": parsed.n_rows,
                 "schema": parsed.schema, "checked_rows": parsed.dataset.n_rows, "label": label, "source": source,
                 "uploader": principal.name,
                 "created": created, "provenance": provenance.to_dict(), "checks_policy": self.config.checks,
+                "checked_against": against,
                 "checks": [r.to_dict() for r in results], "checks_passed": passed}
         raw = sign_document(body, self.signer)
         key = upload_key(upload_id)
@@ -583,6 +635,18 @@ class Vault:
             result["version"] = self._approve(upload_id, POLICY, forced=False)
             result["status"] = "approved"
         return result
+
+    def _check_upload(self, dataset: str, parsed: ingest.Upload, policy: str
+                      ) -> tuple[int | None, list[ingest.CheckResult]]:
+        """``(the version checked against, results)``: the policy's checks on an upload, against the
+        dataset's newest version (the number is recorded, and the approval re-checks if it changed)."""
+        baseline, baseline_schema, against = None, None, None
+        with contextlib.suppress(NotFound):
+            ref, base_body = self._version(dataset)
+            against = parse_ref(ref)[1]
+            if ingest.resolve_checks(policy):
+                baseline, baseline_schema = self._dataset_of(base_body), base_body["schema"]
+        return against, ingest.run_checks(policy, parsed.dataset, baseline, schemas=(parsed.schema, baseline_schema))
 
     def _upload_row(self, conn, upload_id: str):
         """The upload's catalog row, checked: sealed, and its status the one the audit log decided."""
@@ -641,13 +705,35 @@ class Vault:
         if row.status != "quarantined":
             raise Conflict(f"upload {upload_id} is already {row.status}")
         body = self._upload_document(row)
-        if not body["checks_passed"] and not force:
-            raise Conflict(f"upload {upload_id} failed its checks; review it (vault upload {upload_id}) and "
-                           "approve with --force, or reject it")
-        ref = self._approve(upload_id, principal.name, forced=not body["checks_passed"])
-        return ref
+        for _ in range(10):  # approvals of the same dataset may race: re-check against what they committed
+            recheck = None
+            with self.db.engine.connect() as conn:
+                latest = self._newest_row(conn, row.dataset)
+            current = None if latest is None else latest.number
+            stale = "checked_against" in body and body["checked_against"] != current
+            if stale and not force:
+                # the dataset moved on (or its newest version was hidden while the upload was checked):
+                # the recorded results are about another baseline, so check again against the newest
+                parsed = self._read_upload(Blob.from_dict(body["file"]), body["file"]["name"], body["label"])
+                recheck = self._check_upload(row.dataset, parsed, body.get("checks_policy", self.config.checks))
+                passed = all(r.passed for r in recheck[1])
+            else:
+                passed = body["checks_passed"]
+            if not passed and not force:
+                again = f" (re-run against {row.dataset}@{current}, newer than what it was checked against)" \
+                    if recheck else ""
+                raise Conflict(f"upload {upload_id} failed its checks{again}; review it (vault upload {upload_id}) "
+                               "and approve with --force, or reject it")
+            try:
+                # forced: the checks failed, or the approver took the upload past checks made on another baseline
+                return self._approve(upload_id, principal.name, forced=not passed or (stale and force),
+                                     recheck=recheck)
+            except _Moved:
+                continue
+        raise Conflict(f"{row.dataset} keeps gaining versions while {upload_id} is approved; approve again")
 
-    def _approve(self, upload_id: str, approver: str, forced: bool) -> str:
+    def _approve(self, upload_id: str, approver: str, forced: bool,
+                 recheck: tuple[int | None, list] | None = None) -> str:
         with self.db.begin() as conn:
             row = self._upload_row(conn, upload_id)
             self.db.lock(conn, f"dataset:{row.dataset}")
@@ -660,10 +746,16 @@ class Vault:
             provenance = ingest.Provenance.from_bytes(self.store.read_all(Blob.from_dict(body["provenance"])))
             provenance = provenance.inherit(None if parent is None else self._provenance(parent))
             number = 1 if latest is None else latest.number + 1
+            parent_number = None if latest is None else latest.number
+            against, checks = recheck if recheck is not None else (body.get("checked_against", parent_number),
+                                                                   body["checks"])
+            if against != parent_number and not forced:
+                raise _Moved()
             ref, key = self._commit_version(conn, row.dataset, number, {
-                "kind": "upload", "parent": None if latest is None else latest.number, "upload": upload_id,
+                "kind": "upload", "parent": parent_number, "upload": upload_id,
                 "file": body["file"], "rows": body["rows"], "schema": body["schema"], "label": body["label"],
-                "uploaded_by": body["uploader"], "created_by": approver, "checks": body["checks"],
+                "uploaded_by": body["uploader"], "created_by": approver,
+                "checks": [c.to_dict() if hasattr(c, "to_dict") else c for c in checks], "checked_against": against,
                 "checks_forced": forced}, provenance)
             conn.execute(update(uploads).where(uploads.c.id == upload_id).values(
                 status="approved", decided_by=approver, decided_at=now(), version=number))
@@ -860,7 +952,8 @@ class Vault:
                 raise Conflict(f"{self.root}: the vault is being served (a process holds {SERVE_LOCK}); rotate the "
                                "key through the service (--vault https://...) or stop it first")
         try:
-            return self._rotate_key(principal, new_key)
+            with self._key_lock(exclusive=True):
+                return self._rotate_key(principal, new_key)
         finally:
             if lock is not None:
                 os.close(lock)

@@ -20,6 +20,7 @@ True
 from __future__ import annotations
 
 import base64
+import contextlib
 import importlib
 import json
 import os
@@ -206,11 +207,13 @@ class Keyring:
     """
 
     def __init__(self, backend, providers: dict[str, KeyProvider], current: str,
-                 guard: Callable[[str], None] | None = None):
+                 guard: Callable[[str], None] | None = None,
+                 wrap_lock: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext):
         self.backend = backend
         self.providers = providers
         self.current = current
         self.guard = guard
+        self.wrap_lock = wrap_lock  # held while wrapping; a rotation in another process holds it exclusively
         self._cache: dict[str, bytes] = {}
         self._lock = threading.Lock()
         self._switching = threading.Lock()
@@ -225,7 +228,7 @@ class Keyring:
         """A fresh random data key, stored wrapped; returns ``(id, key)``."""
         dek_id = os.urandom(DEK_ID_BYTES)
         key = random_key()
-        with self._switching:  # a rotation never interleaves with wrapping under the key it retires
+        with self._switching, self.wrap_lock():  # no rotation, here or elsewhere, interleaves with a wrap
             if self.guard is not None:
                 self.guard(self.current)
             self.backend.put_mutable(DEK_PREFIX + dek_id.hex(), self._record(key, f"dek/{dek_id.hex()}"))

@@ -109,7 +109,14 @@ def verify_vault(vault, witness: dict | None = None) -> dict:
                "committed; or a rollback that also deleted the commit record: compare with a witness)"
                for key in [*vault.backend.list("manifests"), *vault.backend.list("uploads")] if key not in recorded]
 
-    problems += check_rows(vault, entries, user_rows, token_rows, upload_rows, log_intact=not chain_problems)
+    problems += check_rows(vault, entries, user_rows, token_rows, upload_rows, version_rows,
+                           log_intact=not chain_problems)
+    for key in vault.backend.list("revoked"):
+        name = key.rsplit("/", 1)[-1].removesuffix(".json")
+        user = next((r for r in user_rows if r.name == name), None)
+        live = [t.id for t in token_rows if t.user == name and not t.revoked]
+        if user is not None and (user.active or live):
+            problems.append(f"catalog: user {name} is let in, but the vault recorded their revocation ({key})")
     checked["rows"] = len(user_rows) + len(token_rows) + len(upload_rows)
 
     chunk_users: dict[str, list[str]] = {}
@@ -133,6 +140,10 @@ def verify_vault(vault, witness: dict | None = None) -> dict:
             if seq and (seq not in by_seq or by_seq[seq]["hash"] != anchor.get("hash")):
                 problems.append(f"audit log entry {seq}: missing or replaced (the manifest of {label} "
                                 "recorded it; log truncated?)")
+            if ("checked_against" in body and body["checked_against"] != body.get("parent")
+                    and not body.get("checks_forced")):
+                problems.append(f"{label}: its checks ran against version {body['checked_against']} but it was "
+                                f"approved on top of version {body.get('parent')} (its baseline was hidden?)")
         elif body.get("upload") != row.id or body.get("rows") != row.rows:
             problems.append(f"catalog: the row for {label} disagrees with its signed manifest {row.manifest}")
         for part in ("file", "provenance"):
@@ -181,8 +192,8 @@ def verify_vault(vault, witness: dict | None = None) -> dict:
     return {"ok": not problems, "problems": problems, "checked": checked, "orphans": orphans}
 
 
-def check_rows(vault, entries: list[dict], user_rows, token_rows, upload_rows, log_intact: bool = True
-               ) -> list[str]:
+def check_rows(vault, entries: list[dict], user_rows, token_rows, upload_rows, version_rows=(),
+               log_intact: bool = True) -> list[str]:
     """Seals of users, tokens and uploads, and their agreement with the audit entries that made them
     (rows the log never made, and entries whose rows are gone, only when the log itself is intact:
     otherwise those follow from the log's own problems, reported already)."""
@@ -214,6 +225,7 @@ def check_rows(vault, entries: list[dict], user_rows, token_rows, upload_rows, l
         if row.user in revoked and not row.revoked:
             problems.append(f"catalog: token {row.id} of user {row.user} is live, but audit entry "
                             f"{revoked[row.user]} revoked the user")
+    problems += check_holds(entries, version_rows)
     put = {e["target"].rsplit("/", 1)[-1] for e in entries if e["action"] == "upload.put" and e["outcome"] == "ok"}
     decided = {e["target"]: ("approved" if e["action"] == "upload.approve" else "rejected", e["seq"])
                for e in entries if e["action"] in ("upload.approve", "upload.reject") and e["outcome"] == "ok"}
@@ -232,4 +244,21 @@ def check_rows(vault, entries: list[dict], user_rows, token_rows, upload_rows, l
     listed = {r.id for r in upload_rows}
     problems += [f"catalog: upload {u} (audit entry creating it) has no catalog row (deleted)"
                  for u in sorted(put - listed)]
+    return problems
+
+
+def check_holds(entries: list[dict], version_rows) -> list[str]:
+    """Each version's legal hold and retention date are what its last ``version.hold`` entry set."""
+    held: dict[str, dict] = {}
+    for e in entries:
+        if e["action"] == "version.hold" and e["outcome"] == "ok":
+            held.setdefault(e["target"], {}).update(detail(e))
+    problems = []
+    for row in version_rows:
+        ref = f"{row.dataset}@{row.number}"
+        want = held.get(ref, {})
+        if bool(row.legal_hold) != bool(want.get("legal_hold", False)) or row.retain_until != want.get("retain_until"):
+            problems.append(f"catalog: {ref} has legal hold {bool(row.legal_hold)} and retention "
+                            f"{row.retain_until}, but the audit log set {bool(want.get('legal_hold', False))} and "
+                            f"{want.get('retain_until')}")
     return problems
