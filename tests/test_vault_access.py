@@ -32,6 +32,7 @@ EXPECTED = {
     "version.cut": {"steward"},
     "trace": {"steward", "auditor"},
     "audit.read": {"auditor"},
+    "storage.collect": {"admin"},
 }
 
 
@@ -99,6 +100,8 @@ def perform(action: str, token: str, vault: Vault, tokens: dict, fresh_upload, c
         vault.trace(token, "web")
     elif action == "audit.read":
         vault.log(token, limit=5)
+    elif action == "storage.collect":
+        vault.collect(token)
     else:
         raise AssertionError(f"no test for {action}")
 

@@ -491,3 +491,24 @@ def test_a_rotation_from_another_process_never_leaves_a_key_wrapped_under_the_re
         report = again.verify(tokens["auditor"])
     assert report["ok"], report["problems"]
     assert "put ok" in out or "master key" in out, out
+
+
+def test_collect_removes_only_chunks_nothing_refers_to(tmp_path):
+    from mithridate.vault.errors import TooLarge
+
+    vault, tokens = build(tmp_path / "vault")
+    before = {k for k in vault.backend.list("objects")}
+    vault.config.max_upload_bytes = 3 * CHUNK
+    with pytest.raises(TooLarge):
+        vault.put(tokens["contributor"], "toy", io.BytesIO(table_bytes(2000, 9)), "toy.csv", source="web")
+    left = {k for k in vault.backend.list("objects")} - before
+    assert left and any("no manifest refers to" in o for o in vault.verify(tokens["auditor"])["orphans"])
+    assert vault.collect(tokens["admin"])["objects"] == 0  # too young: could be a live upload's
+    with pytest.raises(AccessDenied):
+        vault.collect(tokens["steward"])
+    assert vault.collect(tokens["admin"], older_than=0)["objects"] == len(left)
+    assert {k for k in vault.backend.list("objects")} == before
+    report = vault.verify(tokens["auditor"])
+    assert report["ok"] and not any("no manifest refers to" in o for o in report["orphans"])
+    assert b"".join(vault.read(tokens["trainer"], "toy@1")[1]) == table_bytes(200, 0)
+    vault.close()

@@ -464,6 +464,19 @@ def verify(
         raise typer.Exit(EXIT_INTEGRITY)
 
 
+@vault_app.command()
+def collect(
+    older_than_hours: Annotated[float, typer.Option(help="Only chunks written at least this long ago (a live "
+                                                    "upload's are younger).")] = 24.0,
+    vault: VaultOpt = "", token: TokenOpt = None,
+) -> None:
+    """Remove encrypted chunks that no signed manifest refers to (left by refused or killed uploads) and
+    their data keys (admin; a local vault; `verify` lists them first)."""
+    with opened(vault) as v, vault_errors():
+        result = v.collect(token, older_than=older_than_hours * 3600)
+    console.print(f"removed {result['objects']} unreferenced chunks ({result['bytes']} bytes)")
+
+
 @vault_app.command("rotate-key")
 def rotate_key(
     new_key_env: Annotated[str | None, typer.Option(help="Take the new master key from this environment "

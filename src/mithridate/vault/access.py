@@ -50,6 +50,7 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "version.cut": frozenset({"steward"}),
     "trace": frozenset({"steward", "auditor"}),
     "audit.read": frozenset({"auditor"}),
+    "storage.collect": frozenset({"admin"}),
 }
 ACTIONS = tuple(PERMISSIONS)
 

@@ -56,6 +56,7 @@ from mithridate.vault.config import (
 from mithridate.vault.crypto import (
     Keyring,
     load_provider,
+    object_key_id,
     open_record,
     random_key,
     wrap_record,
@@ -934,6 +935,37 @@ class Vault:
         self.audit.record(principal.name, "vault.verify", "", "ok" if not report["problems"] else "failed",
                           {"problems": len(report["problems"]), **report["checked"]})
         return report
+
+    def collect(self, token: str, older_than: float = 86400.0) -> dict:
+        """Remove encrypted chunks that no signed document in storage refers to (left by uploads that were
+        refused or killed while streaming) and their data keys, if older than ``older_than`` seconds (a
+        live upload's chunks are younger). Only where the storage allows it: S3 Object Lock keeps them."""
+        principal = self.authorize(token, "storage.collect")
+        if not hasattr(self.backend, "collect"):
+            raise VaultError(f"{self.backend.describe()} keeps every object until its retention ends; "
+                             "unreferenced chunks stay (unreadable without a manifest)")
+        import time
+
+        removed, freed = 0, 0
+        with self._key_lock(exclusive=True):  # no upload checks for, or writes, a chunk meanwhile
+            referenced: set[str] = set()
+            for key in [*self.backend.list("manifests"), *self.backend.list("uploads")]:
+                body = open_document(self.backend.get(key), self.config.public_key, key)
+                for part in ("file", "provenance"):
+                    referenced.update(c for c, _ in body[part]["chunks"])
+            now_s = time.time()
+            for key in list(self.backend.list("objects")):
+                object_id = key.rsplit("/", 1)[-1]
+                if object_id in referenced or now_s - self.backend.modified(key) < older_than:
+                    continue
+                dek = object_key_id(self.backend.get(key)).hex()
+                freed += self.backend.collect(key)
+                self.backend.delete_mutable(f"keys/dek/{dek}")
+                removed += 1
+        self.audit.record(principal.name, "storage.collect", "", "ok", {"objects": removed, "bytes": freed,
+                                                                        "older_than_s": older_than})
+        self._checkpoint()
+        return {"objects": removed, "bytes": freed}
 
     # --- keys and retention -------------------------------------------------------------------------
     def rotate_key(self, token: str, new_key: dict | None = None) -> dict:

@@ -92,8 +92,9 @@ class ChunkStore:
     def _store_chunk(self, data: bytes) -> tuple[str, int]:
         object_id = hashlib.sha256(data).hexdigest()
         key = object_key(object_id)
-        if not self.backend.exists(key):
-            self.backend.put_once(key, encrypt_object(object_id, data, self.keyring))
+        with self.keyring.wrap_lock():  # `Vault.collect` never removes a chunk between this check and its use
+            if not self.backend.exists(key):
+                self.backend.put_once(key, encrypt_object(object_id, data, self.keyring))
         return object_id, len(data)
 
     def write(self, stream: BinaryIO, limit: int | None = None) -> Blob:

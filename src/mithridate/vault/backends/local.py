@@ -103,6 +103,24 @@ class LocalBackend:
     def protect(self, keys: list[str], retain_until: datetime | None, legal_hold: bool | None) -> None:
         """Nothing a folder can enforce beyond read-only files; the hold is recorded in the catalog."""
 
+    def modified(self, key: str) -> float:
+        """When the object was written (seconds since the epoch)."""
+        return self._path(key).stat().st_mtime
+
+    def collect(self, key: str) -> int:
+        """Remove a write-once object that nothing refers to (only :meth:`Vault.collect` calls this, for
+        chunks no signed document names); returns the bytes freed."""
+        check_key(key, mutable=False)
+        path = self._path(key)
+        size = path.stat().st_size
+        path.unlink()
+        return size
+
+    def delete_mutable(self, key: str) -> None:
+        check_key(key, mutable=True)
+        with contextlib.suppress(FileNotFoundError):
+            self._path(key).unlink()
+
     def sweep(self, older_than: float = 3600.0) -> int:
         """Remove temporary files killed writers left (never anything else; not a live writer's)."""
         removed = 0
