@@ -2,7 +2,7 @@
 
 from mithridate.data.dataset import Dataset, split
 from mithridate.data.demo import DEMOS, demo
-from mithridate.data.io import atomic_path, data_format, load, save, table_dataset, to_table
+from mithridate.data.io import atomic_path, data_format, load, load_bytes, read_table, save, table_dataset, to_table
 
 __all__ = [
     "DEMOS",
@@ -11,6 +11,8 @@ __all__ = [
     "data_format",
     "demo",
     "load",
+    "load_bytes",
+    "read_table",
     "save",
     "split",
     "table_dataset",

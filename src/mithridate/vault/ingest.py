@@ -1,7 +1,8 @@
 """The ingest gate's data side: reading an upload, per-row provenance, the checks, cutting rows out.
 
-- :func:`parse`: the stored bytes as a :class:`~mithridate.data.Dataset` (CSV/TSV, Parquet, npz), by the
-  same rules as :func:`mithridate.data.load`; what cannot be loaded never reaches quarantine.
+- :func:`parse`: the stored bytes as a :class:`~mithridate.data.Dataset` (CSV/TSV, Parquet, npz), by
+  :func:`mithridate.data.load_bytes` (the loader's own rules); what cannot be loaded never reaches quarantine.
+- :func:`read_upload`: the same for an upload in storage; a large table streams (:class:`Upload`).
 - :func:`row_hashes`: a SHA-256 per row over the row's exact content (cell text for CSV), so a row
   carried from one version to the next keeps its provenance and a crafted row cannot collide with it.
 - :class:`Provenance`: per row, the upload it first came from (and so its source, uploader and time).
@@ -26,7 +27,7 @@ from pathlib import PurePath
 import numpy as np
 import pandas as pd
 
-from mithridate.data import Dataset, table_dataset
+from mithridate.data import Dataset, load_bytes, read_table, table_dataset
 from mithridate.errors import DataError
 from mithridate.vault.errors import VaultError
 
@@ -40,38 +41,11 @@ def file_format(filename: str) -> str:
     return FORMATS[suffix]
 
 
-class _Named(io.BytesIO):
-    """An in-memory file with a name (the loaders name the data after it)."""
-
-    def __init__(self, data: bytes, name: str):
-        super().__init__(data)
-        self.name = name
-
-
-def _read_table(data: bytes, fmt: str, as_text: bool = False) -> pd.DataFrame:
-    if fmt == "parquet":
-        table = pd.read_parquet(io.BytesIO(data))
-        return table.astype(str) if as_text else table
-    kw = {"dtype": str, "keep_default_na": False} if as_text else {}
-    if fmt == "tsv":
-        return pd.read_csv(io.BytesIO(data), sep="\t", **kw)
-    return pd.read_csv(io.BytesIO(data), sep=None, engine="python", **kw)
-
-
 def parse(data: bytes, filename: str, label: str | None) -> Dataset:
-    """The upload as a dataset (same rules as :func:`mithridate.data.load`); DataError if it is not one."""
-    fmt = file_format(filename)
-    if fmt == "npz":
-        from mithridate.data.io import _load_npz  # the loader's own npz rules, on an in-memory file
-
-        return _load_npz(_Named(data, PurePath(filename).name))
-    try:
-        table = _read_table(data, fmt)
-    except pd.errors.EmptyDataError as exc:
-        raise DataError(f"{filename}: the file is empty") from exc
-    except Exception as exc:
-        raise DataError(f"{filename}: cannot read as {fmt}: {str(exc).splitlines()[0]}") from exc
-    return table_dataset(table, label, name=PurePath(filename).name)
+    """The upload as a dataset, by the rules of :func:`mithridate.data.load` (:func:`~mithridate.data.io.
+    load_bytes`); DataError if it is not one."""
+    file_format(filename)
+    return load_bytes(data, filename, label)
 
 
 def row_hashes(data: bytes, filename: str) -> np.ndarray:
@@ -90,7 +64,7 @@ def row_hashes(data: bytes, filename: str) -> np.ndarray:
                 h.update(b"\x1e")
             out[i] = np.frombuffer(h.digest(), dtype=np.uint8)
         return out
-    cells = _read_table(data, fmt, as_text=True).to_numpy(dtype=object)
+    cells = read_table(io.BytesIO(data), filename, as_text=True).to_numpy(dtype=object)
     out = np.empty((len(cells), 32), dtype=np.uint8)
     for i, row in enumerate(cells):
         out[i] = np.frombuffer(hashlib.sha256(json.dumps(row.tolist()).encode()).digest(), dtype=np.uint8)
@@ -151,20 +125,10 @@ def read_upload(open_stream: Callable[[], io.RawIOBase], size: int, filename: st
         raise DataError(f"{filename}: cannot read as {fmt}: {str(exc).splitlines()[0]}") from exc
 
 
-def _chunks(open_stream, fmt: str, as_text: bool):
-    """The table in chunks of :data:`STREAM_ROWS` rows, read as :func:`_read_table` reads it whole."""
+def _chunks(open_stream, name: str, as_text: bool):
+    """The table in chunks of :data:`STREAM_ROWS` rows, read as :func:`read_table` reads it whole."""
     with open_stream() as fh:
-        if fmt == "parquet":
-            import pyarrow.parquet as pq
-
-            for batch in pq.ParquetFile(fh).iter_batches(batch_size=STREAM_ROWS):
-                frame = batch.to_pandas()
-                yield frame.astype(str) if as_text else frame
-            return
-        kw = {"dtype": str, "keep_default_na": False} if as_text else {}
-        sep = {"sep": "\t"} if fmt == "tsv" else {"sep": None, "engine": "python"}
-        yield from pd.read_csv(io.TextIOWrapper(fh, encoding="utf-8", newline=""), chunksize=STREAM_ROWS,
-                               **sep, **kw)
+        yield from read_table(fh, name, as_text=as_text, chunksize=STREAM_ROWS)
 
 
 def _stream_table(open_stream, fmt: str, name: str, label: str | None, sample_rows: int, seed: int) -> Upload:
@@ -172,7 +136,7 @@ def _stream_table(open_stream, fmt: str, name: str, label: str | None, sample_ro
     from mithridate.data.io import DEFAULT_LABEL_COLUMNS
 
     hashes, n, columns = [], 0, None
-    for chunk in _chunks(open_stream, fmt, as_text=True):
+    for chunk in _chunks(open_stream, name, as_text=True):
         columns = [str(c) for c in chunk.columns]
         cells = chunk.to_numpy(dtype=object)
         part = np.empty((len(cells), 32), dtype=np.uint8)
@@ -188,7 +152,7 @@ def _stream_table(open_stream, fmt: str, name: str, label: str | None, sample_ro
                         if label is None else f"{name}: unknown label column {label!r} (columns: {', '.join(columns)})")
     keep = np.sort(np.random.default_rng(seed).choice(n, min(n, sample_rows), replace=False))
     parts, kinds, classes, start = [], {}, set(), 0
-    for chunk in _chunks(open_stream, fmt, as_text=False):
+    for chunk in _chunks(open_stream, name, as_text=False):
         chunk = chunk.set_axis([str(c) for c in chunk.columns], axis=1)
         features = chunk.drop(columns=[label])
         check_finite(features, name, start)
@@ -301,7 +265,7 @@ def without_rows(data: bytes, filename: str, drop: np.ndarray) -> bytes:
         keep = np.setdiff1d(np.arange(table.num_rows), drop)
         pq.write_table(table.take(keep), buffer)
         return buffer.getvalue()
-    table = _read_table(data, fmt, as_text=True)
+    table = read_table(io.BytesIO(data), filename, as_text=True)
     keep = np.setdiff1d(np.arange(len(table)), drop)
     table.iloc[keep].to_csv(buffer, index=False, sep="\t" if fmt == "tsv" else ",")
     return buffer.getvalue()
