@@ -8,15 +8,17 @@ AES-256-GCM) and never overwritten; every action lands in a hash-chained, signed
 
 - :class:`~mithridate.vault.core.Vault`: a vault opened in this process (folder, storage, catalog);
 - :class:`~mithridate.vault.client.RemoteVault`: the same methods over HTTPS (``mithridate serve``);
-- :func:`connect`: either, from a path or an ``https://`` URL.
+- :func:`connect`: either, from a path or an ``https://`` URL; both satisfy
+  :class:`~mithridate.vault.api.VaultAPI`.
 """
 
 from __future__ import annotations
 
-from mithridate.vault.errors import AccessDenied, Conflict, IntegrityError, NotFound, TooLarge, VaultError
+from mithridate.vault.api import VaultAPI
+from mithridate.vault.errors import AccessDenied, Conflict, IntegrityError, NotFound, Throttled, TooLarge, VaultError
 
 
-def connect(location: str, **client_options):
+def connect(location: str, **client_options) -> VaultAPI:
     """A :class:`Vault` for a folder, or a :class:`RemoteVault` for an ``https://`` URL."""
     if location.startswith(("https://", "http://")):
         from mithridate.vault.client import RemoteVault
@@ -35,4 +37,5 @@ def __getattr__(name: str):
     raise AttributeError(name)
 
 
-__all__ = ["AccessDenied", "Conflict", "IntegrityError", "NotFound", "TooLarge", "Vault", "VaultError", "connect"]
+__all__ = ["AccessDenied", "Conflict", "IntegrityError", "NotFound", "Throttled", "TooLarge", "Vault", "VaultAPI",
+           "VaultError", "connect"]

@@ -255,8 +255,7 @@ class Vault:
             db.migrate()
         else:
             db.check_schema()
-        if hasattr(backend, "sweep"):
-            backend.sweep()
+        backend.sweep()
         vault = cls(root, config, db, backend, keyring, signer)
         if migrate and unsealed:
             vault._seal_all()
@@ -941,7 +940,7 @@ class Vault:
         refused or killed while streaming) and their data keys, if older than ``older_than`` seconds (a
         live upload's chunks are younger). Only where the storage allows it: S3 Object Lock keeps them."""
         principal = self.authorize(token, "storage.collect")
-        if not hasattr(self.backend, "collect"):
+        if not self.backend.collects:
             raise VaultError(f"{self.backend.describe()} keeps every object until its retention ends; "
                              "unreferenced chunks stay (unreadable without a manifest)")
         import time

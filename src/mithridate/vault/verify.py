@@ -58,8 +58,7 @@ def verify_vault(vault, witness: dict | None = None) -> dict:
         except (IntegrityError, ValueError) as exc:
             problems.append(str(exc))
 
-    if hasattr(vault.backend, "anomalies"):
-        problems += vault.backend.anomalies()
+    problems += vault.backend.anomalies()
 
     entries = vault.audit.entries()
     checked["audit_entries"] = len(entries)

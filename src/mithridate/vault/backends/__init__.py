@@ -36,6 +36,30 @@ class Backend(Protocol):
 
     def describe(self) -> str: ...
 
+    # --- optional: what only some storages can do (the defaults say "not here") ---
+    #: whether :meth:`collect` may remove unreferenced write-once objects (never under S3 Object Lock)
+    collects = False
+
+    def sweep(self) -> int:
+        """Remove what killed writers left outside the namespaces (temporary files); returns how many."""
+        return 0
+
+    def anomalies(self) -> list[str]:
+        """What the storage itself can tell is wrong (e.g. an object with several versions), one line each."""
+        return []
+
+    def modified(self, key: str) -> float:
+        """When ``key`` was written (seconds since the epoch)."""
+        raise VaultError(f"{self.describe()} does not report write times")
+
+    def collect(self, key: str) -> int:
+        """Remove a write-once object nothing refers to; returns the bytes freed."""
+        raise VaultError(f"{self.describe()} keeps every object until its retention ends")
+
+    def delete_mutable(self, key: str) -> None:
+        """Remove a ``keys/`` record (the data key of a collected object)."""
+        raise VaultError(f"{self.describe()} keeps every record")
+
 
 def check_key(key: str, mutable: bool) -> None:
     parts = key.split("/")

@@ -18,13 +18,15 @@ from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 
-from mithridate.vault.backends import check_key
+from mithridate.vault.backends import Backend, check_key
 from mithridate.vault.errors import NotFound
 
 TMP = "tmp"
 
 
-class LocalBackend:
+class LocalBackend(Backend):
+    collects = True
+
     def __init__(self, root: Path, fsync: bool = True):
         self.root = Path(root)
         self.fsync = fsync

@@ -18,11 +18,11 @@ import contextlib
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
-from mithridate.vault.backends import check_key
+from mithridate.vault.backends import Backend, check_key
 from mithridate.vault.errors import NotFound, VaultError
 
 
-class S3Backend:
+class S3Backend(Backend):
     def __init__(self, bucket: str, prefix: str = "", endpoint_url: str | None = None, region: str | None = None,
                  retention_days: int = 365, create_bucket: bool = False):
         import boto3
