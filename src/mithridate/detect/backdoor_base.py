@@ -52,7 +52,7 @@ from sklearn.linear_model import LogisticRegression
 
 from mithridate.data import Dataset
 from mithridate.detect.base import Detector
-from mithridate.detect.fences import MIN_CLASS_SIZE
+from mithridate.detect.fences import classes_to_score
 from mithridate.represent import Representation
 
 MIN_GROUP = 3
@@ -217,15 +217,6 @@ def judge(verdict: Verdict, content: ContentModel, n_classes: int, second_look: 
     return verdict
 
 
-def scored_classes(y: np.ndarray, min_size: int = MIN_CLASS_SIZE):
-    """``(class code, row positions)`` of the classes with at least ``min_size`` rows."""
-    y = np.asarray(y)
-    for c in np.unique(y):
-        rows = np.flatnonzero(y == c)
-        if len(rows) >= min_size:
-            yield int(c), rows
-
-
 Proposal = tuple[np.ndarray, list[tuple[np.ndarray, float]]]
 """One class's row scores and its candidate groups: each a mask over the class's rows and the threshold
 that made it."""
@@ -248,7 +239,7 @@ def classwise_verdicts(features: np.ndarray, y: np.ndarray, propose: Callable[[n
     scores = np.zeros(len(features))
     content = ContentModel(features, y, random_state)
     verdicts = []
-    for c, rows in scored_classes(y):
+    for c, rows in classes_to_score(y):
         scores[rows], groups = propose(features[rows])
         candidates = [judge(Verdict(c, rows[g], rows[~g], t), content, n_classes, second_look=i > 0)
                       for i, (g, t) in enumerate(groups)]

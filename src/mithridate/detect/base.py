@@ -80,3 +80,31 @@ class Detector(ABC):
     def __repr__(self) -> str:
         params = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.endswith("_"))
         return f"{type(self).__name__}({params})"
+
+
+class ClassOutliers(Detector):
+    """Base of the per-class outlier detectors (isolation forest, LOF): a subclass scores each row within
+    its class (:meth:`row_scores`, higher is more unusual, positive) and says what the score means
+    (:meth:`describe`); the base turns ``log`` scores into p-values against each class's empirical null and
+    notes what the false discovery rate ``fdr`` finds. An outlier alone is no evidence of poisoning."""
+
+    finds = "note"
+    fdr: float
+
+    @abstractmethod
+    def row_scores(self, features: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """One positive score per row, within its class."""
+
+    @abstractmethod
+    def describe(self, label: str, score: float) -> str:
+        """Why a row is noted, before its p-value."""
+
+    def fit(self, dataset: Dataset, representation: Representation) -> Self:
+        from mithridate.detect.fences import discoveries, null_pvalues
+
+        scores = self.row_scores(representation.features, dataset.y)
+        pvalues = null_pvalues(np.log(np.maximum(scores, 1e-12)), dataset.y)
+        classes = np.asarray(dataset.classes, dtype=object)
+        evidence = np.array([f"{self.describe(repr(classes[c]), s)} (p = {p:.1e})" if p <= self.fdr else ""
+                             for c, s, p in zip(dataset.y, scores, pvalues, strict=True)], dtype=object)
+        return self._set(scores, discoveries(pvalues, self.fdr), evidence, pvalues=pvalues)

@@ -71,16 +71,6 @@ def classes_to_score(y: np.ndarray, min_size: int = MIN_CLASS_SIZE) -> Iterator[
             yield int(c), rows
 
 
-def far_out_per_class(scores: np.ndarray, y: np.ndarray, min_class_size: int = MIN_CLASS_SIZE,
-                      log: bool = True) -> np.ndarray:
-    """Tukey excess (in interquartile ranges above Q3) of each row's score within its class."""
-    excess = np.full(len(scores), -np.inf)
-    for _, rows in classes_to_score(y, min_class_size):
-        values = scores[rows]
-        excess[rows] = tukey_excess(np.log(np.maximum(values, 1e-12)) if log else values)
-    return excess
-
-
 def null_pvalues(scores: np.ndarray, y: np.ndarray, min_class_size: int = MIN_CLASS_SIZE) -> np.ndarray:
     """One-sided (upper) p-value of each score against its class's empirical null: a logistic distribution
     with the class's median and interquartile range (twice the upper quartile's distance from the median

@@ -29,8 +29,6 @@ from mithridate.detect.base import Detector
 from mithridate.detect.fences import FDR, discoveries
 from mithridate.represent import Representation
 
-FINDINGS_COLUMNS = ("row", "row_id", "label", "score", "flagged", "severity", "kinds", "suggested_label",
-                    "action", "reasons", "notes", "fingerprint")
 SEVERITIES = ("", "note", "suspect", "poison")
 FLAGGING = ("poison", "suspect")
 

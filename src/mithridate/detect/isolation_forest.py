@@ -21,15 +21,11 @@ data-quality notes: an outlier alone is no evidence of poisoning.
 
 from __future__ import annotations
 
-from typing import Self
-
 import numpy as np
 from sklearn.ensemble import IsolationForest
 
-from mithridate.data import Dataset
-from mithridate.detect.base import Detector
-from mithridate.detect.fences import FDR, MIN_CLASS_SIZE, classes_to_score, discoveries, null_pvalues
-from mithridate.represent import Representation
+from mithridate.detect.base import ClassOutliers
+from mithridate.detect.fences import FDR, MIN_CLASS_SIZE, classes_to_score
 
 
 def isolation_scores(features: np.ndarray, y: np.ndarray, n_estimators: int = 100,
@@ -43,22 +39,18 @@ def isolation_scores(features: np.ndarray, y: np.ndarray, n_estimators: int = 10
     return scores
 
 
-class IsolationOutliers(Detector):
+class IsolationOutliers(ClassOutliers):
     """Per-class isolation forest; notes rows that are unusual for their class (empirical null, FDR)."""
 
     name = "isolation_forest"
-    finds = "note"
 
     def __init__(self, n_estimators: int = 100, fdr: float = FDR, random_state: int = 0):
         self.n_estimators = n_estimators
         self.fdr = fdr
         self.random_state = random_state
 
-    def fit(self, dataset: Dataset, representation: Representation) -> Self:
-        scores = isolation_scores(representation.features, dataset.y, self.n_estimators, self.random_state)
-        pvalues = null_pvalues(np.log(np.maximum(scores, 1e-12)), dataset.y)
-        classes = np.asarray(dataset.classes, dtype=object)
-        evidence = np.array(
-            [f"isolated quickly within class {classes[c]!r}: isolation score {s:.2f} (p = {p:.1e})"
-             if p <= self.fdr else "" for c, s, p in zip(dataset.y, scores, pvalues, strict=True)], dtype=object)
-        return self._set(scores, discoveries(pvalues, self.fdr), evidence, pvalues=pvalues)
+    def row_scores(self, features: np.ndarray, y: np.ndarray) -> np.ndarray:
+        return isolation_scores(features, y, self.n_estimators, self.random_state)
+
+    def describe(self, label: str, score: float) -> str:
+        return f"isolated quickly within class {label}: isolation score {score:.2f}"

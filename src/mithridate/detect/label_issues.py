@@ -66,7 +66,6 @@ from mithridate.errors import DataError
 from mithridate.represent import Representation, nearest_neighbours, standardise
 
 NEIGHBOURS = (5, 10, 20, 40)
-VIEWS = ("model", "neighbours", "linear")
 WEIGHT_STEP = 0.1
 
 

@@ -21,15 +21,11 @@ data-quality notes.
 
 from __future__ import annotations
 
-from typing import Self
-
 import numpy as np
 from sklearn.neighbors import LocalOutlierFactor
 
-from mithridate.data import Dataset
-from mithridate.detect.base import Detector
-from mithridate.detect.fences import FDR, MIN_CLASS_SIZE, classes_to_score, discoveries, null_pvalues
-from mithridate.represent import Representation
+from mithridate.detect.base import ClassOutliers
+from mithridate.detect.fences import FDR, MIN_CLASS_SIZE, classes_to_score
 
 
 def lof_scores(features: np.ndarray, y: np.ndarray, n_neighbors: int = 20,
@@ -48,21 +44,17 @@ def lof_scores(features: np.ndarray, y: np.ndarray, n_neighbors: int = 20,
     return scores
 
 
-class LocalOutliers(Detector):
+class LocalOutliers(ClassOutliers):
     """Per-class local outlier factor; notes rows in unusually sparse places of their class (FDR)."""
 
     name = "lof"
-    finds = "note"
 
     def __init__(self, n_neighbors: int = 20, fdr: float = FDR):
         self.n_neighbors = n_neighbors
         self.fdr = fdr
 
-    def fit(self, dataset: Dataset, representation: Representation) -> Self:
-        scores = lof_scores(representation.features, dataset.y, self.n_neighbors)
-        pvalues = null_pvalues(np.log(np.maximum(scores, 1e-12)), dataset.y)
-        classes = np.asarray(dataset.classes, dtype=object)
-        evidence = np.array(
-            [f"sparse neighbourhood within class {classes[c]!r}: local outlier factor {s:.2f} (p = {p:.1e})"
-             if p <= self.fdr else "" for c, s, p in zip(dataset.y, scores, pvalues, strict=True)], dtype=object)
-        return self._set(scores, discoveries(pvalues, self.fdr), evidence, pvalues=pvalues)
+    def row_scores(self, features: np.ndarray, y: np.ndarray) -> np.ndarray:
+        return lof_scores(features, y, self.n_neighbors)
+
+    def describe(self, label: str, score: float) -> str:
+        return f"sparse neighbourhood within class {label}: local outlier factor {score:.2f}"
