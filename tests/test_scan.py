@@ -63,7 +63,9 @@ def test_findings_contract(flipped_wine, scanned):
 
 
 def test_report_files(scanned, tmp_path):
-    paths = scanned.report_.write(tmp_path)
+    from mithridate.report import write_scan_report
+
+    paths = write_scan_report(scanned.report_, tmp_path)
     findings = pd.read_csv(paths["findings"], keep_default_na=False)
     assert len(findings) == 178 and findings["flagged"].sum() == scanned.report_.summary["flagged"]
     summary = json.loads(paths["summary"].read_text())

@@ -69,11 +69,9 @@ def run_demo(out: str | Path, seed: int = 0, progress: Progress | None = None) -
     save(cleaned.dataset, out / "sanitized.npz")
     with atomic_path(out / "sanitized.changes.csv") as tmp:
         cleaned.changes.to_csv(tmp, index=False)
-    scan.report_.write(out, html=False)
-    from mithridate.report import render_scan_report
+    from mithridate.report import write_scan_report
 
-    with atomic_path(out / "report.html") as tmp:
-        tmp.write_text(render_scan_report(scan.report_, cleaned.changes))
+    write_scan_report(scan.report_, out, cleaned.changes)
 
     models = {}
     for name, data in (("clean", train), ("poisoned", poisoned), ("sanitized", cleaned.dataset)):

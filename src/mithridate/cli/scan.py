@@ -62,7 +62,9 @@ def scan(
             result = Scan(chosen, embeddings=user_embeddings, model=user_model, layer=layer, folds=folds,
                           fdr=fdr, random_state=seed).fit(dataset, progress=update)
             update("writing the report")
-            paths = result.report_.write(out, html=html)
+            from mithridate.report import write_scan_report
+
+            paths = write_scan_report(result.report_, out) if html else result.report_.write(out)
     print_summary(result.report_)
     for name, path in paths.items():
         console.print(f"{name}: {path}")

@@ -81,6 +81,7 @@ def validate(
     control, row-level sanitization, and a verdict. Exit status 0 when the batch passes (or only warns),
     1 when it fails the gate, 2 on bad input."""
     from mithridate.data import Dataset, save
+    from mithridate.report.validation import write_validation_report
     from mithridate.validate import Gate, Policy, Profile
 
     with user_errors():
@@ -96,7 +97,7 @@ def validate(
         with status(f"validating {new}"):
             gate = Gate(rules)
             verdict = gate.check(prof, batch)
-            paths = verdict.write(out, prof, gate.prepared_, html=html)
+            paths = (write_validation_report(verdict, out, prof, gate.prepared_) if html else verdict.write(out))
             if verdict.quarantined is not None and isinstance(batch, Dataset):
                 suffix = ".npz" if batch.kind == "image" else ".csv"
                 paths["quarantine"] = save(verdict.quarantined, out / f"quarantine{suffix}")

@@ -129,8 +129,9 @@ class Report:
     def flagged(self) -> np.ndarray:
         return self.findings["flagged"].to_numpy(bool)
 
-    def write(self, out: str | Path, html: bool = True) -> dict[str, Path]:
-        """Write ``findings.csv``, ``summary.json`` and (by default) ``report.html`` into ``out``."""
+    def write(self, out: str | Path) -> dict[str, Path]:
+        """Write ``findings.csv`` and ``summary.json`` into ``out`` (the page: :func:`mithridate.report.
+        write_scan_report`)."""
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
         paths = {"findings": out / "findings.csv", "summary": out / "summary.json"}
@@ -138,12 +139,6 @@ class Report:
             self.findings.to_csv(tmp, index=False)
         with atomic_path(paths["summary"]) as tmp:
             tmp.write_text(json.dumps(self.summary, indent=2, default=_json_default))
-        if html:
-            from mithridate.report import render_scan_report
-
-            paths["report"] = out / "report.html"
-            with atomic_path(paths["report"]) as tmp:
-                tmp.write_text(render_scan_report(self))
         return paths
 
 

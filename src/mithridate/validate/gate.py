@@ -164,9 +164,9 @@ class Verdict:
                 "policy": self.policy.to_dict(), "tests": [c.to_dict() for c in self.checks],
                 "rows_removed": self.rows.astype({"row_id": str}).to_dict(orient="records")}
 
-    def write(self, out: str | Path, profile: Profile | None = None, batch: Prepared | None = None,
-              html: bool = True) -> dict[str, Path]:
-        """Write ``verdict.json``, ``rows_removed.csv`` and (with ``profile``) ``report.html`` into ``out``."""
+    def write(self, out: str | Path) -> dict[str, Path]:
+        """Write ``verdict.json`` and ``rows_removed.csv`` into ``out`` (the page:
+        :func:`mithridate.report.validation.write_validation_report`)."""
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
         paths = {"verdict": out / "verdict.json", "rows": out / "rows_removed.csv"}
@@ -174,12 +174,6 @@ class Verdict:
             tmp.write_text(json.dumps(_finite(self.to_dict()), indent=2, default=_json_default))
         with atomic_path(paths["rows"]) as tmp:
             self.rows.to_csv(tmp, index=False)
-        if html and profile is not None:
-            from mithridate.validate.report import render_validation_report
-
-            paths["report"] = out / "report.html"
-            with atomic_path(paths["report"]) as tmp:
-                tmp.write_text(render_validation_report(self, profile, batch), encoding="utf-8")
         return paths
 
 

@@ -9,31 +9,12 @@ import numpy as np
 import pandas as pd
 
 from mithridate.report import plots
+from mithridate.report.page import kpis, page, table, write_page
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from mithridate.detect.findings import Report
-
-STYLE = """
-body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;color:#222;padding:0 1em}
-h1{font-size:1.6em}h2{border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:1.6em}
-table{border-collapse:collapse;font-size:.85em}td,th{border:1px solid #ddd;padding:3px 6px;text-align:left}
-th{background:#f4f4f4}.kpi{display:inline-block;margin:0 2em .5em 0}.kpi b{font-size:1.5em;display:block}
-.flag{color:#c0392b}img{max-width:100%}
-"""
-
-
-def page(title: str, body: str) -> str:
-    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-            f"<style>{STYLE}</style></head><body><h1>{html.escape(title)}</h1>{body}</body></html>")
-
-
-def kpis(items: dict[str, object]) -> str:
-    return "".join(f"<div class='kpi'><b>{html.escape(str(v))}</b>{html.escape(k)}</div>" for k, v in items.items())
-
-
-def table(frame: pd.DataFrame, max_rows: int = 50) -> str:
-    return frame.head(max_rows).to_html(index=False, escape=True, border=0)
-
 
 def render_scan_report(report: Report, changes: pd.DataFrame | None = None) -> str:
     """The report of one scan; ``changes`` (from sanitization) adds what was removed or relabelled and why."""
@@ -96,3 +77,12 @@ def render_scan_report(report: Report, changes: pd.DataFrame | None = None) -> s
         parts += ["<h2>What sanitization changed, and why</h2>",
                   kpis(changes["action"].value_counts().to_dict()), table(changes, 200)]
     return page(f"mithridate scan: {s['data']}", "".join(parts))
+
+
+def write_scan_report(report: Report, out: str | Path, changes: pd.DataFrame | None = None) -> dict[str, Path]:
+    """``findings.csv`` and ``summary.json`` (:meth:`Report.write`) and ``report.html`` into ``out``."""
+    from pathlib import Path
+
+    paths = report.write(out)
+    paths["report"] = write_page(Path(out) / "report.html", render_scan_report(report, changes))
+    return paths

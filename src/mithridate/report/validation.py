@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from mithridate.report import plots
-from mithridate.report.html import kpis, page, table
+from mithridate.report.page import kpis, page, table, write_page
 from mithridate.validate.sketches import bucket_value
 
 if TYPE_CHECKING:
@@ -127,3 +127,15 @@ def render_validation_report(verdict: Verdict, profile: Profile, batch: Prepared
     parts += ["<h2>Rows removed, and why</h2>",
               table(verdict.rows, 200) if len(verdict.rows) else "<p>None.</p>"]
     return page(f"mithridate validate: {verdict.verdict}", "".join(parts))
+
+
+def write_validation_report(verdict: Verdict, out, profile: Profile | None = None,
+                            batch: Prepared | None = None) -> dict:
+    """``verdict.json`` and ``rows_removed.csv`` (:meth:`Verdict.write`) and, given the baseline's
+    ``profile``, ``report.html`` into ``out``."""
+    from pathlib import Path
+
+    paths = verdict.write(out)
+    if profile is not None:
+        paths["report"] = write_page(Path(out) / "report.html", render_validation_report(verdict, profile, batch))
+    return paths

@@ -1,0 +1,64 @@
+"""The layout's promises, checked: mithridate's modules import each other without cycles (module-level
+imports, the ones that run when a module loads), and results never import the renderers."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import mithridate
+
+ROOT = Path(mithridate.__file__).parent
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(ROOT.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def top_level_imports(path: Path) -> set[str]:
+    """mithridate modules imported when ``path`` loads (not those imported inside functions)."""
+    tree = ast.parse(path.read_text())
+    found = set()
+    for node in tree.body:
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("mithridate"):
+            found.add(node.module)
+            found.update(f"{node.module}.{a.name}" for a in node.names)
+        elif isinstance(node, ast.Import):
+            found.update(a.name for a in node.names if a.name.startswith("mithridate"))
+    return found
+
+
+def graph() -> dict[str, set[str]]:
+    modules = {module_name(p): p for p in ROOT.rglob("*.py") if "migrations" not in p.parts}
+    return {name: {m for m in top_level_imports(path) if m in modules and m != name}
+            for name, path in modules.items()}
+
+
+def test_no_import_cycles():
+    edges = graph()
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = 1
+        stack.append(node)
+        for nxt in sorted(edges[node]):
+            if state.get(nxt) == 1 and not node.startswith(nxt + "."):  # a package importing its own parts is fine
+                return [*stack[stack.index(nxt):], nxt]
+            if nxt not in state and (cycle := visit(nxt)):
+                return cycle
+        stack.pop()
+        state[node] = 2
+        return None
+
+    for node in sorted(edges):
+        if node not in state and (cycle := visit(node)):
+            raise AssertionError(" -> ".join(cycle))
+
+
+def test_results_do_not_import_the_renderers():
+    for path in [*(ROOT / "detect").rglob("*.py"), *(ROOT / "validate").rglob("*.py")]:
+        imported = {n.module for n in ast.walk(ast.parse(path.read_text()))
+                    if isinstance(n, ast.ImportFrom) and n.module}  # anywhere, functions included
+        assert not {m for m in imported if m.startswith("mithridate.report")}, f"{path.relative_to(ROOT)}"
