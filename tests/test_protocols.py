@@ -4,13 +4,15 @@ or malicious-client behaviour added to a registry is checked here with no edit t
 
 - the registry key is the class's ``name``;
 - ``fit``/``poison``/aggregation returns what the protocol says, with the right shapes and dtypes;
-- the same seed gives the same result; the configuration is left as it was given; the input is untouched.
+- the same seed gives the same result; the configuration (``get_params``) is left as it was given and
+  survives ``clone``; the input is untouched.
 """
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
+from sklearn.base import clone
 
 from mithridate.attacks import ATTACKS, make_attack
 from mithridate.data import Dataset, demo
@@ -25,9 +27,11 @@ IMAGE_ATTACKS = {"patch", "blend", "feature-collision", "clean-label-backdoor"}
 
 
 def config(obj) -> dict:
-    """The configuration an object was given (what ``__init__`` stored), compared before and after use."""
-    return {k: (v.copy() if isinstance(v, (list, dict, np.ndarray)) else v)
-            for k, v in vars(obj).items() if not k.endswith("_") and not k.startswith("_")}
+    """The configuration an object was given (``get_params``), compared before and after use; and a clone
+    (scikit-learn's ``clone``, as ``Scan`` makes of its detectors) has the very same."""
+    params = obj.get_params(deep=False)
+    assert repr(clone(obj).get_params(deep=False)) == repr(params)
+    return {k: (v.copy() if isinstance(v, (list, dict, np.ndarray)) else v) for k, v in params.items()}
 
 
 @pytest.fixture(scope="module")

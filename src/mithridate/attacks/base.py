@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
+from sklearn.base import BaseEstimator
 
 from mithridate.data import Dataset
 from mithridate.errors import DataError
@@ -34,7 +35,7 @@ class Poisoned:
         return pd.DataFrame({"row": np.arange(len(self.mask)), "poisoned": self.mask.astype(bool)})
 
 
-class Attack(ABC):
+class Attack(BaseEstimator, ABC):
     """Base class of all attacks. Subclasses set ``name`` and implement :meth:`poison`."""
 
     name = "attack"
@@ -51,9 +52,6 @@ class Attack(ABC):
         if not 0 < rate <= 1:
             raise DataError(f"poison rate must be in (0, 1], got {rate}")
 
-    def __repr__(self) -> str:
-        params = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.endswith("_"))
-        return f"{type(self).__name__}({params})"
 
 
 def resolve_class(dataset: Dataset, label: int | str | None, what: str = "target") -> int:

@@ -23,12 +23,13 @@ from abc import ABC, abstractmethod
 from typing import Self
 
 import numpy as np
+from sklearn.base import BaseEstimator
 
 from mithridate.data import Dataset
 from mithridate.represent import Representation
 
 
-class Detector(ABC):
+class Detector(BaseEstimator, ABC):
     """Base class: subclasses set ``name`` and implement :meth:`fit`, ending with :meth:`_set`."""
 
     name = "detector"
@@ -76,11 +77,6 @@ class Detector(ABC):
         scores[rows], severity[rows], evidence[rows], suggested[rows], pvalues[rows] = (
             self.scores_, self.severity_, self.evidence_, self.suggested_label_, self.pvalues_)
         self._set(scores, severity != "", evidence, suggested, severity=severity, pvalues=pvalues)
-
-    def __repr__(self) -> str:
-        params = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.endswith("_"))
-        return f"{type(self).__name__}({params})"
-
 
 class ClassOutliers(Detector):
     """Base of the per-class outlier detectors (isolation forest, LOF): a subclass scores each row within

@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from typing import Self
 
 import numpy as np
+from sklearn.base import clone
 
 from mithridate.data import Dataset
 from mithridate.detect.base import Detector
@@ -57,7 +58,9 @@ class Scan:
             )
         if len(representation.features) != dataset.n_rows:
             raise DataError(f"representation has {len(representation.features)} rows, data {dataset.n_rows}")
-        detectors = list(self.detectors) if self.detectors is not None else make_detectors(None, dataset.kind)
+        # fitted copies (scikit-learn's clone): the caller's detectors stay as they were given
+        detectors = ([clone(d) for d in self.detectors] if self.detectors is not None
+                     else make_detectors(None, dataset.kind))
         for detector in detectors:
             if progress:
                 progress(f"running {detector.name}")

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import numpy as np
 from scipy.stats import norm
+from sklearn.base import BaseEstimator
 
 from mithridate.attacks.backdoor import PatchTrigger
 from mithridate.attacks.label_flip import RandomFlip, TargetedFlip
@@ -40,7 +41,7 @@ from mithridate.data import Dataset
 from mithridate.errors import MithridateError
 
 
-class MaliciousClients:
+class MaliciousClients(BaseEstimator):
     """Base: no data poisoning, benign updates sent unchanged. ``success_set`` is ``None`` when the attack
     has no success rate (untargeted attacks are measured by the accuracy they cost)."""
 
@@ -59,9 +60,6 @@ class MaliciousClients:
         """Test rows the attack wants misclassified and the class it wants, or ``None``."""
         return None
 
-    def __repr__(self) -> str:
-        params = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.endswith("_"))
-        return f"{type(self).__name__}({params})"
 
 
 class LabelFlipClients(MaliciousClients):

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
+from sklearn.base import BaseEstimator
 
 from mithridate.errors import MithridateError
 
@@ -126,7 +127,7 @@ def distance_suspicion(x: np.ndarray, center: np.ndarray) -> np.ndarray:
     return d / scale if scale > 0 else np.where(d > 0, np.inf, 0.0)
 
 
-class Aggregator(ABC):
+class Aggregator(BaseEstimator, ABC):
     """Base class. Subclasses set ``name`` and implement :meth:`_aggregate` and :meth:`max_malicious`.
 
     ``fit(updates, weights=None, **context)``: ``weights`` are self-reported example counts (bounded by
@@ -185,6 +186,3 @@ class Aggregator(ABC):
     def _aggregate(self, x: np.ndarray, w: np.ndarray, **context) -> np.ndarray:
         """The rule itself on checked updates ``x`` (clients x parameters) and bounded weights ``w``."""
 
-    def __repr__(self) -> str:
-        params = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.endswith("_") and k[0] != "_")
-        return f"{type(self).__name__}({params})"

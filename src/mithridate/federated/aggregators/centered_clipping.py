@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from mithridate.federated.aggregators.base import AggregationError, Aggregator
+from mithridate.federated.aggregators.base import DEFAULT_MAX_WEIGHT_RATIO, AggregationError, Aggregator
 
 
 def clip_rows(x: np.ndarray, max_norm: float | np.ndarray) -> np.ndarray:
@@ -48,8 +48,9 @@ class CenteredClipping(Aggregator):
     linear = True  # one iteration with a fixed tau and a public center: clients can clip, the server sums
 
     def __init__(self, num_malicious: int | None = None, tau: float | None = None, iterations: int = 3,
-                 stateful: bool = True, center: np.ndarray | None = None, **kw):
-        super().__init__(num_malicious, **kw)
+                 stateful: bool = True, center: np.ndarray | None = None,
+                 max_weight_ratio: float | None = DEFAULT_MAX_WEIGHT_RATIO):
+        super().__init__(num_malicious, max_weight_ratio)
         self.tau, self.iterations, self.stateful, self.center = tau, iterations, stateful, center
 
     def max_malicious(self, n: int) -> int:

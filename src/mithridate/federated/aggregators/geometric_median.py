@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from mithridate.federated.aggregators.base import Aggregator, distances_to, matvec
+from mithridate.federated.aggregators.base import DEFAULT_MAX_WEIGHT_RATIO, Aggregator, distances_to, matvec
 
 
 def geometric_median(x: np.ndarray, weights: np.ndarray | None = None, nu: float = 1e-6,
@@ -45,8 +45,8 @@ class GeometricMedian(Aggregator):
     translation_equivariant = True
 
     def __init__(self, num_malicious: int | None = None, nu: float = 1e-6, max_iter: int = 100,
-                 tol: float = 1e-6, weighted: bool = False, **kw):
-        super().__init__(num_malicious, **kw)
+                 tol: float = 1e-6, weighted: bool = False, max_weight_ratio: float | None = DEFAULT_MAX_WEIGHT_RATIO):
+        super().__init__(num_malicious, max_weight_ratio)
         self.nu, self.max_iter, self.tol, self.weighted = nu, max_iter, tol, weighted
 
     def max_malicious(self, n: int) -> int:

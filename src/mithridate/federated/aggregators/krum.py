@@ -16,7 +16,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from mithridate.federated.aggregators.base import AggregationError, Aggregator, matvec, pairwise_sq_distances
+from mithridate.federated.aggregators.base import (
+    DEFAULT_MAX_WEIGHT_RATIO,
+    AggregationError,
+    Aggregator,
+    matvec,
+    pairwise_sq_distances,
+)
 
 
 def krum_scores(x: np.ndarray, num_malicious: int, sq_dist: np.ndarray | None = None) -> np.ndarray:
@@ -52,8 +58,9 @@ class Krum(Aggregator):
     name = "krum"
     translation_equivariant = True
 
-    def __init__(self, num_malicious: int | None = None, m: int | None = 1, **kw):
-        super().__init__(num_malicious, **kw)
+    def __init__(self, num_malicious: int | None = None, m: int | None = 1,
+                 max_weight_ratio: float | None = DEFAULT_MAX_WEIGHT_RATIO):
+        super().__init__(num_malicious, max_weight_ratio)
         self.m = m
 
     def max_malicious(self, n: int) -> int:
@@ -82,5 +89,6 @@ class MultiKrum(Krum):
 
     name = "multi_krum"
 
-    def __init__(self, num_malicious: int | None = None, m: int | None = None, **kw):
-        super().__init__(num_malicious, m, **kw)
+    def __init__(self, num_malicious: int | None = None, m: int | None = None,
+                 max_weight_ratio: float | None = DEFAULT_MAX_WEIGHT_RATIO):
+        super().__init__(num_malicious, m, max_weight_ratio)

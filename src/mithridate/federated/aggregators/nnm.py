@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from mithridate.federated.aggregators.base import Aggregator, pairwise_sq_distances
+from mithridate.federated.aggregators.base import DEFAULT_MAX_WEIGHT_RATIO, Aggregator, pairwise_sq_distances
 
 
 def nnm(x: np.ndarray, num_malicious: int) -> np.ndarray:
@@ -33,8 +33,9 @@ class NearestNeighborMixing(Aggregator):
 
     name = "nnm"
 
-    def __init__(self, then: Aggregator, num_malicious: int | None = None, **kw):
-        super().__init__(num_malicious, **kw)
+    def __init__(self, then: Aggregator, num_malicious: int | None = None,
+                 max_weight_ratio: float | None = DEFAULT_MAX_WEIGHT_RATIO):
+        super().__init__(num_malicious, max_weight_ratio)
         self.then = then
 
     def max_malicious(self, n: int) -> int:

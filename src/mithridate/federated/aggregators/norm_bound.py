@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from mithridate.federated.aggregators.base import AggregationError, Aggregator
+from mithridate.federated.aggregators.base import DEFAULT_MAX_WEIGHT_RATIO, AggregationError, Aggregator
 from mithridate.federated.aggregators.centered_clipping import clip_rows
 
 
@@ -29,8 +29,8 @@ class NormBound(Aggregator):
     name = "norm_bound"
     linear = True
 
-    def __init__(self, max_norm: float | None = None, **kw):
-        super().__init__(None, **kw)
+    def __init__(self, max_norm: float | None = None, max_weight_ratio: float | None = DEFAULT_MAX_WEIGHT_RATIO):
+        super().__init__(None, max_weight_ratio)
         self.max_norm = max_norm
 
     def max_malicious(self, n: int) -> int:

@@ -12,7 +12,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from mithridate.federated.aggregators.base import AggregationError, Aggregator, by_column_blocks
+from mithridate.federated.aggregators.base import (
+    DEFAULT_MAX_WEIGHT_RATIO,
+    AggregationError,
+    Aggregator,
+    by_column_blocks,
+)
 
 
 def trimmed_mean(x: np.ndarray, k: int) -> np.ndarray:
@@ -36,8 +41,9 @@ class TrimmedMean(Aggregator):
     translation_equivariant = True
     coordinatewise = True
 
-    def __init__(self, num_malicious: int | None = None, beta: float | None = None, **kw):
-        super().__init__(num_malicious, **kw)
+    def __init__(self, num_malicious: int | None = None, beta: float | None = None,
+                 max_weight_ratio: float | None = DEFAULT_MAX_WEIGHT_RATIO):
+        super().__init__(num_malicious, max_weight_ratio)
         self.beta = beta
 
     def max_malicious(self, n: int) -> int:
