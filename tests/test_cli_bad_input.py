@@ -98,3 +98,20 @@ def test_bad_input_is_one_line_exit_2_and_nothing_written(inputs, vault_env, cas
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error:") and "Traceback" not in result.output, result.stderr
     assert snapshot(inputs) == before  # inputs untouched, no partial output
+
+
+@pytest.mark.parametrize("args, module, extra", [
+    (["vault", "whoami", "--vault", "{r}", "--token", "x"], "sqlalchemy", "vault"),
+    (["fl", "simulate", "--aggregator", "mean", "--dp-epsilon", "4", "--rounds", "1", "--clients", "4", "--out",
+      "{r}/fl-out"],
+     "dp_accounting", "federated"),
+])
+def test_a_missing_extra_is_named_in_one_line(inputs, monkeypatch, args, module, extra):
+    import sys
+
+    for name in [m for m in sys.modules if m.startswith(("mithridate.vault.", "mithridate.federated"))]:
+        monkeypatch.delitem(sys.modules, name)  # as in an install without the extra
+    monkeypatch.setitem(sys.modules, module, None)
+    result = CliRunner().invoke(app, [a.format(r=inputs) for a in args])
+    assert result.exit_code == 2, (result.output, result.exception)
+    assert f"pip install 'mithridate[{extra}]'" in result.stderr and len(result.stderr.strip().splitlines()) == 1

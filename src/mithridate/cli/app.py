@@ -8,6 +8,7 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from mithridate.errors import DataError, MithridateError
 
@@ -26,7 +27,7 @@ EXIT_BAD_INPUT = 2
 
 def fail(message: str, code: int = EXIT_BAD_INPUT) -> typer.Exit:
     """Print ``error: message`` on one line and return the exit to raise."""
-    console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)  # "[x]" stays
     return typer.Exit(code)
 
 
@@ -38,6 +39,8 @@ def user_errors() -> Iterator[None]:
         yield
     except MithridateError as exc:
         raise fail(str(exc)) from None
+    except ModuleNotFoundError as exc:
+        raise fail(missing_extra(exc)) from None
     except OSError as exc:
         where = f"{exc.filename}: " if exc.filename else ""
         raise fail(f"{where}{exc.strerror or exc}") from None
@@ -63,6 +66,20 @@ def refuse_overwriting(inputs: Iterable[str | Path | None], outputs: dict[str, s
             if target == source or (source.is_dir() and source in target.parents):
                 verb = "overwrite" if target == source else "write into"
                 raise DataError(f"{option} ({out}) would {verb} the input {name}: inputs are never modified")
+
+
+EXTRAS = {"sqlalchemy": "vault", "alembic": "vault", "fastapi": "vault", "uvicorn": "vault", "httpx": "vault",
+          "argon2": "vault", "psycopg": "vault", "boto3": "vault", "cryptography": "vault", "flwr": "federated",
+          "dp_accounting": "federated"}
+
+
+def missing_extra(exc: ModuleNotFoundError) -> str:
+    """One line for a library an optional part needs: which extra installs it."""
+    root = (exc.name or "").split(".")[0]
+    if root in EXTRAS:
+        extra = EXTRAS[root]
+        return f"this needs mithridate's {extra} extra (missing {root}): pip install 'mithridate[{extra}]'"
+    return f"a library is missing: {exc.name} ({exc})"
 
 
 def check_writable(option: str, path: str | Path | None, folder: bool = False) -> None:

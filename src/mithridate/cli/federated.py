@@ -61,10 +61,10 @@ def simulate_cmd(
     """Simulate federated training on digits with malicious clients; print accuracy and attack success per
     round; write OUT/results.json (final_accuracy, attack_success_rate, epsilon, per-round history) and
     OUT/accuracy.png."""
-    from mithridate.federated.dp import ClientDP
-    from mithridate.federated.simulate import Simulation
-
     with user_errors():
+        from mithridate.federated.dp import ClientDP
+        from mithridate.federated.simulate import Simulation
+
         check_writable("--out", out, folder=True)
         agg_options: dict = {}
         if num_malicious is not None:

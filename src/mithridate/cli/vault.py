@@ -18,7 +18,7 @@ from typing import Annotated
 
 import typer
 
-from mithridate.cli.app import app, console, fail
+from mithridate.cli.app import app, console, fail, missing_extra
 from mithridate.errors import MithridateError
 
 EXIT_INTEGRITY = 1
@@ -59,6 +59,8 @@ def vault_errors() -> Iterator[None]:
         raise fail(f"integrity: {exc}", EXIT_INTEGRITY) from None
     except MithridateError as exc:
         raise fail(str(exc)) from None
+    except ModuleNotFoundError as exc:
+        raise fail(missing_extra(exc)) from None
     except OSError as exc:
         raise fail(f"{exc.filename or ''}{': ' if exc.filename else ''}{exc.strerror or exc}") from None
 
@@ -532,11 +534,11 @@ def serve(
                                                 "only: tokens and data cross the network in clear).")] = False,
 ) -> None:
     """Serve a vault over HTTPS (FastAPI + uvicorn); the CLI talks to it with --vault https://HOST:PORT."""
-    from mithridate.vault.server import run
-
     if (cert is None or key is None) and not insecure_http:
         raise fail("give --cert and --key (TLS), or --insecure-http to serve plain HTTP deliberately")
     with vault_errors():
+        from mithridate.vault.server import run
+
         run(vault, host=host, port=port, cert=cert, key=key, client_ca=client_ca, db_url=db,
             max_upload_bytes=None if max_upload_mb is None else int(max_upload_mb * (1 << 20)))
 
