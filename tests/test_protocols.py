@@ -19,7 +19,7 @@ from mithridate.data import Dataset, demo
 from mithridate.detect.registry import DETECTORS, detector_class
 from mithridate.federated.aggregators import AGGREGATORS, make_aggregator
 from mithridate.federated.attacks import ATTACKS as CLIENT_ATTACKS
-from mithridate.federated.attacks import make_attack as make_client_attack
+from mithridate.federated.attacks import make_client_attack
 from mithridate.represent import Representation, TableEncoder
 
 IMAGE_ONLY_DETECTORS = {"spectre", "spectral", "activation_clustering"}

@@ -27,7 +27,7 @@ from sklearn.base import BaseEstimator
 from mithridate.data import Dataset
 from mithridate.errors import DataError
 
-Policy = Literal["drop", "relabel", "quarantine"]
+SanitizePolicy = Literal["drop", "relabel", "quarantine"]
 POLICIES = ("drop", "relabel", "quarantine")
 REQUIRED = ("row", "flagged", "fingerprint")
 
@@ -61,7 +61,7 @@ def read_findings(path: str | Path) -> pd.DataFrame:
     return findings
 
 
-def sanitize(dataset: Dataset, findings: pd.DataFrame, policy: Policy = "drop") -> Sanitized:
+def sanitize(dataset: Dataset, findings: pd.DataFrame, policy: SanitizePolicy = "drop") -> Sanitized:
     """Apply ``policy`` to the rows ``findings`` flags (``findings.row`` is the 0-based input position)."""
     if policy not in POLICIES:
         raise DataError(f"unknown policy {policy!r} (choose from {', '.join(POLICIES)})")
@@ -108,7 +108,7 @@ class ScanResampler(BaseEstimator):
     >>> X_clean, y_clean = ScanResampler(policy="relabel").fit_resample(X, y)   # doctest: +SKIP
     """
 
-    def __init__(self, policy: Policy = "drop", detectors=None, random_state: int = 0):
+    def __init__(self, policy: SanitizePolicy = "drop", detectors=None, random_state: int = 0):
         self.policy = policy
         self.detectors = detectors
         self.random_state = random_state

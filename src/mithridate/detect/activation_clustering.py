@@ -38,7 +38,7 @@ from sklearn.cluster import KMeans
 from sklearn.decomposition import PCA, FastICA
 from sklearn.exceptions import ConvergenceWarning
 
-from mithridate.detect.backdoor_base import BackdoorDetector, Proposal, Verdict, classwise_verdicts
+from mithridate.detect.backdoor_base import BackdoorDetector, ClassVerdict, Proposal, classwise_verdicts
 
 
 def two_clusters(x: np.ndarray, n_components: int = 10, random_state: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -61,7 +61,7 @@ def two_clusters(x: np.ndarray, n_components: int = 10, random_state: int = 0) -
 
 
 def activation_clustering(features: np.ndarray, y: np.ndarray, n_components: int = 10, random_state: int = 0,
-                          n_classes: int | None = None) -> tuple[np.ndarray, np.ndarray, list[Verdict]]:
+                          n_classes: int | None = None) -> tuple[np.ndarray, np.ndarray, list[ClassVerdict]]:
     """``(flags, scores, verdicts)`` for every row of ``features`` labelled ``y`` (one verdict per scored
     class; its ``threshold`` is the group cluster's mean margin). Either cluster may be the poison: both
     are judged, the smaller first."""

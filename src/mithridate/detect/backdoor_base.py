@@ -124,7 +124,7 @@ class ContentModel:
 
 
 @dataclass
-class Verdict:
+class ClassVerdict:
     """One class's verdict. ``group``, ``core`` and ``flagged`` are row positions in the dataset."""
 
     cls: int
@@ -184,7 +184,7 @@ def copies(x: np.ndarray, group: np.ndarray, centres: np.ndarray, max_iter: int 
     return keep
 
 
-def judge(verdict: Verdict, content: ContentModel, n_classes: int, second_look: bool = False) -> Verdict:
+def judge(verdict: ClassVerdict, content: ContentModel, n_classes: int, second_look: bool = False) -> ClassVerdict:
     """Fill in ``verdict``: is its group shifted copies of other classes (poisoned) or a natural
     sub-population? If poisoned, which of its rows are copies. A ``second_look`` (a smaller group of a
     class already judged once) must look like one more class, and like more classes than the rest of
@@ -224,7 +224,7 @@ that made it."""
 
 def classwise_verdicts(features: np.ndarray, y: np.ndarray, propose: Callable[[np.ndarray], Proposal],
                        random_state: int = 0, n_classes: int | None = None,
-                       ) -> tuple[np.ndarray, np.ndarray, list[Verdict]]:
+                       ) -> tuple[np.ndarray, np.ndarray, list[ClassVerdict]]:
     """``(flags, scores, verdicts)`` for every row of ``features`` labelled ``y``: ``propose`` scores each
     class's rows and names candidate groups, largest first; each candidate is judged, and the class's
     verdict is its first poisoned candidate or else its first. (Not the best-fitting one: the purest few
@@ -241,7 +241,7 @@ def classwise_verdicts(features: np.ndarray, y: np.ndarray, propose: Callable[[n
     verdicts = []
     for c, rows in classes_to_score(y):
         scores[rows], groups = propose(features[rows])
-        candidates = [judge(Verdict(c, rows[g], rows[~g], t), content, n_classes, second_look=i > 0)
+        candidates = [judge(ClassVerdict(c, rows[g], rows[~g], t), content, n_classes, second_look=i > 0)
                       for i, (g, t) in enumerate(groups)]
         poisoned = [v for v in candidates if v.poisoned]
         verdicts.append(poisoned[0] if poisoned else candidates[0])
@@ -251,8 +251,8 @@ def classwise_verdicts(features: np.ndarray, y: np.ndarray, propose: Callable[[n
     return flags, scores, verdicts
 
 
-def flags_and_evidence(n: int, verdicts: list[Verdict], classes: tuple, method: str,
-                       note: Callable[[Verdict, int], str]) -> tuple[np.ndarray, np.ndarray]:
+def flags_and_evidence(n: int, verdicts: list[ClassVerdict], classes: tuple, method: str,
+                       note: Callable[[ClassVerdict, int], str]) -> tuple[np.ndarray, np.ndarray]:
     """Flag the copies of every poisoned class. Each flagged row's evidence names its class, why the class
     looks poisoned, the detector's ``note`` on the row and the class the row looks like."""
     flags = np.zeros(n, dtype=bool)
@@ -275,10 +275,10 @@ class BackdoorDetector(Detector):
 
     @abstractmethod
     def verdicts(self, features: np.ndarray, y: np.ndarray,
-                 n_classes: int) -> tuple[np.ndarray, np.ndarray, list[Verdict]]:
+                 n_classes: int) -> tuple[np.ndarray, np.ndarray, list[ClassVerdict]]:
         """The functional core's ``(flags, scores, verdicts)``."""
 
-    def note(self, verdict: Verdict, row: int, scores: np.ndarray) -> str:
+    def note(self, verdict: ClassVerdict, row: int, scores: np.ndarray) -> str:
         """What the evidence says about one flagged row."""
         return f"row score {scores[row]:.3g} beyond the class threshold {verdict.threshold:.3g}"
 

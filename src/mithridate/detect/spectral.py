@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from mithridate.detect.backdoor_base import BackdoorDetector, Proposal, Verdict, classwise_verdicts, log_otsu
+from mithridate.detect.backdoor_base import BackdoorDetector, ClassVerdict, Proposal, classwise_verdicts, log_otsu
 
 
 def signature_projections(x: np.ndarray) -> np.ndarray:
@@ -45,7 +45,7 @@ def signature_projections(x: np.ndarray) -> np.ndarray:
 
 
 def spectral_signatures(features: np.ndarray, y: np.ndarray, random_state: int = 0,
-                        n_classes: int | None = None) -> tuple[np.ndarray, np.ndarray, list[Verdict]]:
+                        n_classes: int | None = None) -> tuple[np.ndarray, np.ndarray, list[ClassVerdict]]:
     """``(flags, scores, verdicts)`` for every row of ``features`` labelled ``y`` (one verdict per scored
     class)."""
     def propose(x: np.ndarray) -> Proposal:

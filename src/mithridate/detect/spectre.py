@@ -49,7 +49,7 @@ from scipy.linalg import expm
 from sklearn.covariance import MinCovDet
 from sklearn.decomposition import PCA
 
-from mithridate.detect.backdoor_base import BackdoorDetector, Proposal, Verdict, classwise_verdicts, log_otsu
+from mithridate.detect.backdoor_base import BackdoorDetector, ClassVerdict, Proposal, classwise_verdicts, log_otsu
 
 MAX_PASSES = 5
 """Reweighting passes of the whitening (it stops earlier once the core no longer changes)."""
@@ -123,7 +123,7 @@ def nested_groups(tau: np.ndarray, cut: float, shares=NESTED, min_size: int = 3)
 
 
 def spectre(features: np.ndarray, y: np.ndarray, n_components: int = 10, alpha: float = 0.0,
-            random_state: int = 0, n_classes: int | None = None) -> tuple[np.ndarray, np.ndarray, list[Verdict]]:
+            random_state: int = 0, n_classes: int | None = None) -> tuple[np.ndarray, np.ndarray, list[ClassVerdict]]:
     """``(flags, scores, verdicts)`` for every row of ``features`` labelled ``y`` (one verdict per scored
     class)."""
     def propose(x: np.ndarray) -> Proposal:

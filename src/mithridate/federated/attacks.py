@@ -24,7 +24,7 @@ of the round (``benign``), and the malicious clients' own benign updates (``own`
 
 >>> import numpy as np
 >>> benign = np.random.default_rng(0).normal(1.0, 0.1, size=(10, 4))
->>> bad = make_attack("ipm").craft(benign, benign[:2], n_clients=10)
+>>> bad = make_client_attack("ipm").craft(benign, benign[:2], n_clients=10)
 >>> bool((bad < 0).all())
 True
 """
@@ -215,7 +215,7 @@ ATTACKS: dict[str, type[MaliciousClients]] = {
 }
 
 
-def make_attack(name: str, random_state: int = 0, **options) -> MaliciousClients:
+def make_client_attack(name: str, random_state: int = 0, **options) -> MaliciousClients:
     """A malicious-client behaviour by name (see :data:`ATTACKS`)."""
     key = name.lower().replace("-", "_")
     if key not in ATTACKS:

@@ -35,7 +35,7 @@ from flwr.serverapp.strategy import FedAvg
 from flwr.supercore import log
 
 from mithridate.federated.aggregators import Aggregator, clip_rows, make_aggregator
-from mithridate.federated.attacks import MaliciousClients, make_attack
+from mithridate.federated.attacks import MaliciousClients, make_client_attack
 from mithridate.federated.dp import ClientDP
 from mithridate.federated.reputation import Reputation
 
@@ -198,7 +198,7 @@ def malicious_mod(attack: str | MaliciousClients, is_malicious: Callable[[Contex
     """A client mod that, on the clients ``is_malicious(context)`` selects, replaces the honest update by the
     attack's, crafted from this client's own update only (a real client does not see the others').
     ``n_clients`` defaults to the node config's ``num-partitions``."""
-    attack = make_attack(attack) if isinstance(attack, str) else attack
+    attack = make_client_attack(attack) if isinstance(attack, str) else attack
 
     def mod(message: Message, context: Context, call_next: ClientAppCallable) -> Message:
         reply = call_next(message, context)

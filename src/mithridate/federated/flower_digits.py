@@ -16,7 +16,7 @@ from flwr.app import Array, ArrayRecord, Context, Message, MetricRecord, RecordD
 from flwr.clientapp import ClientApp
 
 from mithridate.data import demo, split
-from mithridate.federated.attacks import make_attack
+from mithridate.federated.attacks import make_client_attack
 from mithridate.federated.flower import flatten, malicious_mod
 from mithridate.federated.model import FlatModel
 
@@ -47,7 +47,7 @@ def digits_client_app(n_malicious: int = 0, attack: str = "none", local_epochs: 
     """A ClientApp training the digits MLP; partitions ``0..n_malicious-1`` are malicious. ``mods`` come
     first (outermost), e.g. ``[secagg_mod]``. ``drop``: ``{partition: stage}`` makes a partition fail at
     a secure-aggregation stage (``advertise``, ``share``, ``masked``, ``unmask``), to exercise dropouts."""
-    behaviour = make_attack(attack, random_state=seed)
+    behaviour = make_client_attack(attack, random_state=seed)
 
     def is_malicious(context: Context) -> bool:
         return int(context.node_config["partition-id"]) < n_malicious

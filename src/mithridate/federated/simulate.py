@@ -24,7 +24,7 @@ import numpy as np
 from mithridate.data import Dataset, demo, split
 from mithridate.errors import MithridateError
 from mithridate.federated.aggregators import Aggregator, make_aggregator
-from mithridate.federated.attacks import MaliciousClients, make_attack
+from mithridate.federated.attacks import MaliciousClients, make_client_attack
 from mithridate.federated.dp import ClientDP
 from mithridate.federated.model import FlatModel
 from mithridate.federated.reputation import Reputation
@@ -118,7 +118,7 @@ class Simulation:
         train, self.test_ = split(ds, test_size=0.25, seed=self.seed)
         self.agg_ = (make_aggregator(self.aggregator, **self.aggregator_options)
                      if isinstance(self.aggregator, str) else self.aggregator)
-        self.attack_ = (make_attack(self.attack, random_state=self.seed, **self.attack_options)
+        self.attack_ = (make_client_attack(self.attack, random_state=self.seed, **self.attack_options)
                         if isinstance(self.attack, str) else self.attack)
         if self.agg_.name == "fltrust":
             root = rng.choice(train.n_rows, self.root_size, replace=False)

@@ -283,7 +283,7 @@ class CheckResult:
         return asdict(self)
 
 
-Check = Callable[[Dataset, "Dataset | None"], CheckResult]
+IngestCheck = Callable[[Dataset, "Dataset | None"], CheckResult]
 
 
 def schema_check(dataset: Dataset, baseline: Dataset | None) -> CheckResult:
@@ -340,15 +340,15 @@ def validate_check(dataset: Dataset, baseline: Dataset | None) -> CheckResult:
                        (f": {reasons}" if reasons else ""))
 
 
-CHECKS: dict[str, Check] = {"schema": schema_check, "scan": scan_check, "validate": validate_check}
+CHECKS: dict[str, IngestCheck] = {"schema": schema_check, "scan": scan_check, "validate": validate_check}
 
 
-def register_check(name: str, check: Check) -> None:
+def register_check(name: str, check: IngestCheck) -> None:
     """Make ``check`` available to vault policies under ``name``."""
     CHECKS[name] = check
 
 
-def resolve_checks(policy: str) -> list[tuple[str, Check]]:
+def resolve_checks(policy: str) -> list[tuple[str, IngestCheck]]:
     names = [n.strip() for n in (policy or "none").split(",") if n.strip() and n.strip() != "none"]
     unknown = [n for n in names if n not in CHECKS]
     if unknown:
