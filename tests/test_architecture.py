@@ -62,3 +62,17 @@ def test_results_do_not_import_the_renderers():
         imported = {n.module for n in ast.walk(ast.parse(path.read_text()))
                     if isinstance(n, ast.ImportFrom) and n.module}  # anywhere, functions included
         assert not {m for m in imported if m.startswith("mithridate.report")}, f"{path.relative_to(ROOT)}"
+
+
+FENCES = {"vault/primitives.py", "federated/secagg/protocol.py"}
+
+
+def test_cryptographic_primitives_stay_behind_their_fences():
+    """Only the fenced modules import ``cryptography``'s primitives (hazmat): one per package."""
+    for path in ROOT.rglob("*.py"):
+        imported = {n.module for n in ast.walk(ast.parse(path.read_text()))
+                    if isinstance(n, ast.ImportFrom) and n.module}
+        imported |= {a.name for n in ast.walk(ast.parse(path.read_text())) if isinstance(n, ast.Import)
+                     for a in n.names}
+        if any(m.startswith("cryptography.hazmat") for m in imported):
+            assert path.relative_to(ROOT).as_posix() in FENCES, path.relative_to(ROOT)

@@ -8,7 +8,9 @@ anything.
 Standard primitives from ``cryptography``: X25519 key agreement, HKDF-SHA256, AES-256-CTR as the mask PRG
 keyed by the *full* 32-byte agreed secret (no folding into a small seed), ChaCha20-Poly1305 authenticated
 encryption of the secret shares (the sender, receiver and session are bound as associated data), and Shamir
-sharing over GF(2^521 - 1) (:mod:`.shamir`).
+sharing over GF(2^521 - 1) (:mod:`.shamir`). This module is federated learning's one fence around them, as
+:mod:`mithridate.vault.primitives` is the vault's: no other module of ``federated/`` imports
+``cryptography`` (``tests/test_architecture.py`` checks both fences).
 
 Stages (one server request and one client reply each):
 
