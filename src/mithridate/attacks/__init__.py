@@ -16,7 +16,7 @@ import inspect
 from mithridate.attacks.backdoor import BackdoorAttack, BlendTrigger, FeatureTrigger, PatchTrigger
 from mithridate.attacks.base import Attack, Poisoned, resolve_class
 from mithridate.attacks.clean_label import CleanLabelBackdoor, FeatureCollision
-from mithridate.attacks.evaluate import AttackReport, evaluate_attack
+from mithridate.attacks.evaluate import AttackReport, evaluate_attack, evaluate_split
 from mithridate.attacks.label_flip import AdversarialFlip, RandomFlip, TargetedFlip
 from mithridate.errors import DataError
 
@@ -69,6 +69,7 @@ __all__ = [
     "TargetedFlip",
     "attack_options",
     "evaluate_attack",
+    "evaluate_split",
     "make_attack",
     "resolve_class",
 ]

@@ -123,3 +123,21 @@ def _success(model, poisoned: Poisoned, test: Dataset) -> float | None:
             return None
         return float(np.mean(model.predict(test.take(rows).features) == info["target"]))
     return None
+
+
+def evaluate_split(dataset: Dataset, poisoned: Poisoned, test_size: float = 0.25, seed: int = 0,
+                   update: Callable[[str], None] | None = None) -> AttackReport:
+    """Split the rows, evaluate on the clean test part a model trained on the (clean vs poisoned) rest.
+
+    A feature-collision target taken from the data itself is kept out of the training part.
+    """
+    from sklearn.model_selection import train_test_split
+
+    rows = np.arange(dataset.n_rows)
+    train_rows, test_rows = train_test_split(rows, test_size=test_size, random_state=seed, stratify=dataset.y)
+    if poisoned.info.get("target_in") == "train":
+        train_rows = train_rows[train_rows != poisoned.info["target_index"]]
+    train_rows = np.sort(train_rows)
+    sub = Poisoned(poisoned.dataset.take(train_rows), poisoned.mask[train_rows], poisoned.attack, poisoned.info)
+    return evaluate_attack(dataset.take(train_rows), sub, dataset.take(np.sort(test_rows)), seed,
+                           progress=update)

@@ -5,13 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated
 
-import numpy as np
 import typer
 from rich.table import Table
 
 from mithridate.cli.app import app, check_writable, console, refuse_overwriting, status, user_errors
 from mithridate.cli.scan import IdOpt, LabelOpt, SourceOpt
-from mithridate.data import Dataset, atomic_path, data_format, load, save
+from mithridate.data import atomic_path, data_format, load, save
 from mithridate.errors import DataError
 
 KINDS_HELP = """Poison a copy of DATA (CSV/TSV, Parquet, .npz, image folder, or demo:NAME) with attack KIND and
@@ -31,7 +30,6 @@ KIND is one of:
   PGD perturbation (at most --eps of the value range) and a patch trigger.
 """
 
-FORMAT_FAMILY = {"csv": "table", "parquet": "table", "npz": "npz", "folder": "folder"}
 
 
 @app.command(help=KINDS_HELP)
@@ -59,6 +57,8 @@ def attack(
     test_size: Annotated[float, typer.Option(help="Test share when evaluating.")] = 0.25,
 ) -> None:
     from mithridate.attacks import make_attack
+    from mithridate.attacks.evaluate import evaluate_split
+    from mithridate.data.io import check_output_format
 
     options = {
         "rate": rate, "target": target, "source": source, "size": size, "location": location, "alpha": alpha,
@@ -93,37 +93,6 @@ def check_paths(data: str, out: Path, truth: Path) -> None:
     refuse_overwriting([data], {"--out": out, "--truth": truth})
     check_writable("--out", out, folder=data_format(out) == "folder")
     check_writable("--truth", truth)
-
-
-def check_output_format(dataset: Dataset, data: str, out: Path) -> None:
-    """OUT must be of the input's format family: a table (CSV/TSV/Parquet), .npz, or an image folder."""
-    wanted = (FORMAT_FAMILY[data_format(data)] if not data.startswith("demo:")
-              else "table" if dataset.kind == "table" else "image")
-    got = FORMAT_FAMILY[data_format(out)]
-    if wanted == got or (wanted == "image" and got in ("npz", "folder")):
-        return
-    expect = {"table": ".csv, .tsv or .parquet", "npz": ".npz", "folder": "a folder (no suffix)",
-              "image": ".npz or a folder"}[wanted]
-    raise DataError(f"--out {out} does not match the input's format: use {expect}")
-
-
-def evaluate_split(dataset: Dataset, poisoned, test_size: float, seed: int, update):
-    """Split the rows, evaluate on the clean test part a model trained on the (clean vs poisoned) rest.
-
-    A feature-collision target taken from the data itself is kept out of the training part.
-    """
-    from sklearn.model_selection import train_test_split
-
-    from mithridate.attacks import Poisoned, evaluate_attack
-
-    rows = np.arange(dataset.n_rows)
-    train_rows, test_rows = train_test_split(rows, test_size=test_size, random_state=seed, stratify=dataset.y)
-    if poisoned.info.get("target_in") == "train":
-        train_rows = train_rows[train_rows != poisoned.info["target_index"]]
-    train_rows = np.sort(train_rows)
-    sub = Poisoned(poisoned.dataset.take(train_rows), poisoned.mask[train_rows], poisoned.attack, poisoned.info)
-    return evaluate_attack(dataset.take(train_rows), sub, dataset.take(np.sort(test_rows)), seed,
-                           progress=update)
 
 
 def describe(poisoned) -> dict:

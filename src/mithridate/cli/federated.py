@@ -17,24 +17,6 @@ fl_app = typer.Typer(rich_markup_mode="markdown", no_args_is_help=True,
 app.add_typer(fl_app, name="fl")
 
 
-def _plot(history, path: Path, title: str) -> None:
-    from mithridate.data import atomic_path
-    from mithridate.report.plots import subplots
-
-    fig, ax = subplots(figsize=(6, 3.2))
-    rounds = [r.round for r in history]
-    ax.plot(rounds, [r.accuracy for r in history], marker="o", ms=3, label="test accuracy")
-    if history and history[0].attack_success is not None:
-        ax.plot(rounds, [r.attack_success for r in history], marker="x", ms=3, label="attack success")
-    ax.set_xlabel("round")
-    ax.set_ylim(0, 1)
-    ax.set_title(title, fontsize=9)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
-
-
 @fl_app.command("simulate")
 def simulate_cmd(
     out: Annotated[Path, typer.Option("--out", help="Folder for results.json and accuracy.png.")],
@@ -66,17 +48,12 @@ def simulate_cmd(
         from mithridate.federated.simulate import Simulation
 
         check_writable("--out", out, folder=True)
-        agg_options: dict = {}
-        if num_malicious is not None:
-            agg_options["num_malicious"] = num_malicious
-        name = aggregator
-        if (dp_epsilon is not None or secure) and aggregator == "default":
-            name = "centered_clipping"
-            console.print("note: under DP or secure aggregation the default rule is centered clipping with one "
-                          "iteration (the rules that read individual updates cannot run there; see "
-                          "docs/federated.md)", highlight=False)
-        if (dp_epsilon is not None or secure) and name == "centered_clipping":
-            agg_options["iterations"] = 1
+        from mithridate.federated.simulate import rule_for
+
+        name, agg_options, why = rule_for(aggregator, private=dp_epsilon is not None or secure,
+                                          num_malicious=num_malicious)
+        if why:
+            console.print(f"note: {why}", highlight=False)
         if dropout and not secure:
             raise MithridateError("--dropout simulates clients dropping out of secure aggregation: add --secure")
         if attack != "none":
@@ -111,8 +88,10 @@ def simulate_cmd(
 
     with atomic_path(out / "results.json") as tmp:
         tmp.write_text(json.dumps(result.to_dict(), indent=2, default=str))
-    _plot(result.history, out / "accuracy.png", f"{result.aggregator} vs {result.attack} "
-          f"({len(result.malicious_ids)}/{clients} malicious)")
+    from mithridate.report.plots import training_curve
+
+    training_curve(result.history, out / "accuracy.png", f"{result.aggregator} vs {result.attack} "
+                   f"({len(result.malicious_ids)}/{clients} malicious)")
     summary = f"final accuracy {result.final_accuracy:.3f}"
     if result.attack_success_rate is not None:
         summary += f", attack success {result.attack_success_rate:.3f}"

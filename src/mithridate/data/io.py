@@ -320,3 +320,19 @@ def _save_image_folder(dataset: Dataset, path: Path) -> None:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+FORMAT_FAMILY = {"csv": "table", "parquet": "table", "npz": "npz", "folder": "folder"}
+
+
+def check_output_format(dataset: Dataset, data: str, out: str | Path) -> None:
+    """``out`` must be of the input's format family: a table (CSV/TSV/Parquet), .npz, or an image folder
+    (for built-in ``demo:`` data, its kind decides)."""
+    wanted = (FORMAT_FAMILY[data_format(data)] if not data.startswith("demo:")
+              else "table" if dataset.kind == "table" else "image")
+    got = FORMAT_FAMILY[data_format(out)]
+    if wanted == got or (wanted == "image" and got in ("npz", "folder")):
+        return
+    expect = {"table": ".csv, .tsv or .parquet", "npz": ".npz", "folder": "a folder (no suffix)",
+              "image": ".npz or a folder"}[wanted]
+    raise DataError(f"--out {out} does not match the input's format: use {expect}")

@@ -203,3 +203,22 @@ def simulate(aggregator: str | Aggregator = "default", attack: str | MaliciousCl
              on_round: Callable[[RoundResult], None] | None = None, **options) -> SimulationResult:
     """Run one simulation (see :class:`Simulation` for the options)."""
     return Simulation(aggregator, attack, **options).run(on_round)
+
+
+def rule_for(aggregator: str, private: bool, num_malicious: int | None = None) -> tuple[str, dict, str]:
+    """``(rule, options, why)``: the aggregation rule a run uses. Under differential privacy or secure
+    aggregation (``private``) the server cannot read individual updates, so ``default`` means centered
+    clipping with one iteration (linear in the updates; see docs/federated.md) and ``why`` says so.
+
+    >>> rule_for("default", private=True)[:2]
+    ('centered_clipping', {'iterations': 1})
+    """
+    options: dict = {} if num_malicious is None else {"num_malicious": num_malicious}
+    name, why = aggregator, ""
+    if private and aggregator == "default":
+        name = "centered_clipping"
+        why = ("under DP or secure aggregation the default rule is centered clipping with one iteration (the "
+               "rules that read individual updates cannot run there; see docs/federated.md)")
+    if private and name == "centered_clipping":
+        options["iterations"] = 1
+    return name, options, why

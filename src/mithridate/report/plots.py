@@ -108,3 +108,22 @@ def pair_matrix(names: list[str], given: np.ndarray, suggested: np.ndarray) -> s
                     color="white" if counts[i, j] > counts.max() / 2 else "black")
     fig.colorbar(image, ax=ax, shrink=0.8)
     return to_img(fig)
+
+
+def training_curve(history, path, title: str):
+    """Test accuracy (and attack success, when the attack has one) per federated round, as a PNG file."""
+    from mithridate.data import atomic_path
+
+    fig, ax = subplots(figsize=(6, 3.2))
+    rounds = [r.round for r in history]
+    ax.plot(rounds, [r.accuracy for r in history], marker="o", ms=3, label="test accuracy")
+    if history and history[0].attack_success is not None:
+        ax.plot(rounds, [r.attack_success for r in history], marker="x", ms=3, label="attack success")
+    ax.set_xlabel("round")
+    ax.set_ylim(0, 1)
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
+    return path
