@@ -135,3 +135,14 @@ def test_client_attack_protocol(name):
     again = make_client_attack(name, random_state=0)
     again.poison_data(ds, client=0)
     assert np.array_equal(again.craft(benign.copy(), own.copy(), n_clients=10), crafted)
+
+
+def test_every_registered_name_also_answers_to_its_other_spelling():
+    for name in DETECTORS:
+        assert detector_class(name.replace("_", "-")) is detector_class(name)
+    for name in ATTACKS:
+        assert type(make_attack(name.replace("-", "_"), **attack_options(name))) is ATTACKS[name]
+    for name in AGGREGATORS:
+        assert type(make_aggregator(name.replace("_", "-"))) is AGGREGATORS[name]
+    for name in CLIENT_ATTACKS:
+        assert type(make_client_attack(name.replace("_", "-"))) is CLIENT_ATTACKS[name]

@@ -38,6 +38,7 @@ def attack_options(name: str) -> list[str]:
 
 
 def _attack_class(name: str) -> type[Attack]:
+    name = name.lower().replace("_", "-")  # the CLI spells attacks with hyphens; underscores are an alias
     if name not in ATTACKS:
         raise DataError(f"unknown attack {name!r} (choose from {', '.join(ATTACKS)})")
     return ATTACKS[name]

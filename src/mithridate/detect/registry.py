@@ -27,6 +27,7 @@ DEFAULTS: dict[str, tuple[str, ...]] = {
 
 
 def detector_class(name: str) -> type[Detector]:
+    name = name.lower().replace("-", "_")  # detectors are spelt with underscores; hyphens are an alias
     if name not in DETECTORS:
         raise DataError(f"unknown detector {name!r} (choose from {', '.join(DETECTORS)})")
     module, _, cls = DETECTORS[name].partition(":")
