@@ -146,3 +146,13 @@ def test_every_registered_name_also_answers_to_its_other_spelling():
         assert type(make_aggregator(name.replace("_", "-"))) is AGGREGATORS[name]
     for name in CLIENT_ATTACKS:
         assert type(make_client_attack(name.replace("_", "-"))) is CLIENT_ATTACKS[name]
+
+
+def test_every_validation_test_a_policy_can_name_is_in_exactly_one_table():
+    from mithridate.validate.columns import CATEGORICAL, NUMERIC
+    from mithridate.validate.gate import ALL_TESTS, LABEL_TESTS
+    from mithridate.validate.multivariate import MULTIVARIATE, TESTS
+
+    tables = [set(NUMERIC) | set(CATEGORICAL), set(MULTIVARIATE), set(LABEL_TESTS)]
+    assert set().union(*tables) == set(ALL_TESTS) and sum(map(len, tables)) == len(ALL_TESTS)
+    assert tuple(MULTIVARIATE) == TESTS

@@ -38,6 +38,11 @@ True
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cached_property
+from typing import ClassVar
+
 import numpy as np
 from scipy import stats
 from scipy.spatial.distance import jensenshannon
@@ -46,8 +51,6 @@ from mithridate.validate.profile import Prepared, Profile
 from mithridate.validate.results import Check
 from mithridate.validate.sketches import mass_cuts
 
-NUMERIC_TESTS = ("ks", "cvm", "histogram", "missing", "range")
-CATEGORICAL_TESTS = ("chi2", "missing", "unseen")
 DECILES = tuple(np.round(np.arange(0.1, 0.91, 0.1), 1).tolist())
 MIN_EXPECTED = 5.0
 EFFECT_ROWS = 100_000
@@ -94,110 +97,202 @@ def missing_check(column: str, base_missing: int, base_n: int, missing: int, n: 
                  detail)
 
 
+@dataclass
+class _Column:
+    """Column ``j`` of the profile's ``kind`` list (``numeric`` or ``categorical``) and the batch's values."""
+
+    kind: ClassVar[str]
+    profile: Profile
+    j: int
+    values: np.ndarray
+
+    @property
+    def column(self) -> str:
+        return getattr(self.profile, self.kind)[self.j]
+
+    @property
+    def info(self) -> dict:
+        return self.profile.columns[self.column]
+
+
+@dataclass
+class NumericColumn(_Column):
+    """What the tests of one numeric column read: the baseline's summary and sample (``base``: its present
+    values), the batch's values (missing ones as NaN)."""
+
+    kind = "numeric"
+    base: np.ndarray
+    invalid: int
+    rng: np.random.Generator
+
+    @cached_property
+    def present(self) -> np.ndarray:
+        return self.values[~np.isnan(self.values)]
+
+    @cached_property
+    def wasserstein(self) -> float:
+        """Wasserstein distance in baseline standard deviations (on at most ``EFFECT_ROWS`` batch rows;
+        drawn once, by the first test that needs it)."""
+        present = self.present
+        small = present if len(present) <= EFFECT_ROWS else self.rng.choice(present, EFFECT_ROWS, replace=False)
+        return float(stats.wasserstein_distance(self.base, small)) / float(self.profile.encoding.scale[self.j])
+
+    @property
+    def where(self) -> str:
+        batch, baseline = float(np.median(self.present)), self.info["quantiles"]["0.5"]
+        return f"median {batch:.4g} in the batch, {baseline:.4g} in the baseline"
+
+
+def _numeric_missing(c: NumericColumn) -> Check | None:
+    info, missing = c.info, len(c.values) - len(c.present)
+    if int(info["missing"]) + missing == 0:
+        return None
+    return missing_check(c.column, int(info["missing"]), int(info["count"]) + int(info["missing"]), missing,
+                         len(c.values), c.invalid)
+
+
+def _ks(c: NumericColumn) -> Check:
+    # Exact p-values cost seconds for thousands of rows; the asymptotic ones are then as good.
+    res = stats.ks_2samp(c.base, c.present, method="auto" if len(c.base) * len(c.present) < 10**5 else "asymp")
+    return Check(f"ks:{c.column}", "ks", "column", c.column, float(res.statistic), float(res.pvalue), c.wasserstein,
+                 "wasserstein_sd", c.where)
+
+
+def _cvm(c: NumericColumn) -> Check:
+    res = stats.cramervonmises_2samp(c.base, c.present)
+    return Check(f"cvm:{c.column}", "cvm", "column", c.column, float(res.statistic), float(res.pvalue),
+                 c.wasserstein, "wasserstein_sd", c.where)
+
+
+def _histogram(c: NumericColumn) -> Check:
+    counts = c.profile.sketch.counts[c.j]
+    idx = c.profile.sketch.index_column(c.j, c.present)
+    cuts = mass_cuts(counts)
+    edges = np.concatenate([[0], cuts, [len(counts)]])
+    base_groups = np.add.reduceat(counts, edges[:-1])
+    batch_groups = np.bincount(np.searchsorted(cuts, idx, side="right"), minlength=len(edges) - 1)
+    stat, p, group = pooled_chi2(base_groups, batch_groups)
+    dcuts = mass_cuts(counts, DECILES)
+    dedges = np.concatenate([[0], dcuts, [len(counts)]])
+    effect = psi(np.add.reduceat(counts, dedges[:-1]),
+                 np.bincount(np.searchsorted(dcuts, idx, side="right"), minlength=len(dedges) - 1))
+    k = int(group.max()) + 1
+    b, a = np.bincount(group, base_groups, k), np.bincount(group, batch_groups, k)
+    excess = a / max(a.sum(), 1) - b / max(b.sum(), 1)
+    g = int(np.argmax(np.abs(excess)))
+    lo_b, hi_b = edges[np.flatnonzero(group == g)[0]], edges[np.flatnonzero(group == g)[-1] + 1]
+    lo_q = counts[:lo_b].sum() / max(counts.sum(), 1)
+    hi_q = counts[:hi_b].sum() / max(counts.sum(), 1)
+    detail = (f"{a[g] / a.sum():.1%} of the batch between the baseline's {lo_q:.0%} and {hi_q:.0%} quantiles "
+              f"(baseline: {b[g] / b.sum():.1%})")
+    return Check(f"histogram:{c.column}", "histogram", "column", c.column, stat, p, effect, "psi", detail)
+
+
+def _range(c: NumericColumn) -> Check:
+    present, info = c.present, c.info
+    lo, hi = float(info["min"]), float(info["max"])
+    outside = int(((present < lo) | (present > hi)).sum())
+    n0 = int(info["count"])
+    p = float(stats.binom.sf(outside - 1, len(present), min(1.0, 2.0 / (n0 + 1)))) if outside else 1.0
+    detail = f"{outside} values outside the baseline's range [{lo:.4g}, {hi:.4g}]"
+    if outside:
+        detail += f" (batch range [{present.min():.4g}, {present.max():.4g}])"
+    return Check(f"range:{c.column}", "range", "column", c.column, float(outside), p, outside / len(present),
+                 "share_out_of_range", detail)
+
+
+NUMERIC: dict[str, Callable[[NumericColumn], Check | None]] = {
+    "missing": _numeric_missing, "ks": _ks, "cvm": _cvm, "histogram": _histogram, "range": _range}
+"""The tests of a numeric column, in the order they run (all but ``missing`` need values on both sides)."""
+
+
 def numeric_checks(profile: Profile, j: int, base: np.ndarray, values: np.ndarray, invalid: int,
                    tests, rng: np.random.Generator) -> list[Check]:
     """The tests of numeric column ``j``: ``base`` from the baseline sample, ``values`` from the batch."""
-    column = profile.numeric[j]
-    info = profile.columns[column]
-    scale = float(profile.encoding.scale[j])
-    present = values[~np.isnan(values)]
-    base = base[~np.isnan(base)]
+    c = NumericColumn(profile, j, values, base[~np.isnan(base)], invalid, rng)
     out = []
-    n_total = int(info["count"]) + int(info["missing"])
-    if "missing" in tests and int(info["missing"]) + len(values) - len(present) > 0:
-        out.append(missing_check(column, int(info["missing"]), n_total, len(values) - len(present), len(values),
-                                 invalid))
-    if not len(present) or not len(base):
-        return out
-    median0, median1 = info["quantiles"]["0.5"], float(np.median(present))
-    if "ks" in tests or "cvm" in tests:
-        small = present if len(present) <= EFFECT_ROWS else rng.choice(present, EFFECT_ROWS, replace=False)
-        wass = float(stats.wasserstein_distance(base, small)) / scale
-        where = f"median {median1:.4g} in the batch, {median0:.4g} in the baseline"
-        if "ks" in tests:
-            # Exact p-values cost seconds for thousands of rows; the asymptotic ones are then as good.
-            res = stats.ks_2samp(base, present, method="auto" if len(base) * len(present) < 10**5 else "asymp")
-            out.append(Check(f"ks:{column}", "ks", "column", column, float(res.statistic), float(res.pvalue), wass,
-                             "wasserstein_sd", where))
-        if "cvm" in tests:
-            res = stats.cramervonmises_2samp(base, present)
-            out.append(Check(f"cvm:{column}", "cvm", "column", column, float(res.statistic), float(res.pvalue),
-                             wass, "wasserstein_sd", where))
-    if "histogram" in tests:
-        counts = profile.sketch.counts[j]
-        idx = profile.sketch.index_column(j, present)
-        cuts = mass_cuts(counts)
-        edges = np.concatenate([[0], cuts, [len(counts)]])
-        base_groups = np.add.reduceat(counts, edges[:-1])
-        batch_groups = np.bincount(np.searchsorted(cuts, idx, side="right"), minlength=len(edges) - 1)
-        stat, p, group = pooled_chi2(base_groups, batch_groups)
-        dcuts = mass_cuts(counts, DECILES)
-        dedges = np.concatenate([[0], dcuts, [len(counts)]])
-        effect = psi(np.add.reduceat(counts, dedges[:-1]),
-                     np.bincount(np.searchsorted(dcuts, idx, side="right"), minlength=len(dedges) - 1))
-        k = int(group.max()) + 1
-        b, a = np.bincount(group, base_groups, k), np.bincount(group, batch_groups, k)
-        excess = a / max(a.sum(), 1) - b / max(b.sum(), 1)
-        g = int(np.argmax(np.abs(excess)))
-        lo_b, hi_b = edges[np.flatnonzero(group == g)[0]], edges[np.flatnonzero(group == g)[-1] + 1]
-        lo_q = counts[:lo_b].sum() / max(counts.sum(), 1)
-        hi_q = counts[:hi_b].sum() / max(counts.sum(), 1)
-        detail = (f"{a[g] / a.sum():.1%} of the batch between the baseline's {lo_q:.0%} and {hi_q:.0%} quantiles "
-                  f"(baseline: {b[g] / b.sum():.1%})")
-        out.append(Check(f"histogram:{column}", "histogram", "column", column, stat, p, effect, "psi", detail))
-    if "range" in tests:
-        lo, hi = float(info["min"]), float(info["max"])
-        outside = int(((present < lo) | (present > hi)).sum())
-        n0 = int(info["count"])
-        p = float(stats.binom.sf(outside - 1, len(present), min(1.0, 2.0 / (n0 + 1)))) if outside else 1.0
-        detail = f"{outside} values outside the baseline's range [{lo:.4g}, {hi:.4g}]"
-        if outside:
-            detail += f" (batch range [{present.min():.4g}, {present.max():.4g}])"
-        out.append(Check(f"range:{column}", "range", "column", column, float(outside), p,
-                         outside / len(present), "share_out_of_range", detail))
+    for name, test in NUMERIC.items():
+        if name not in tests or (name != "missing" and (not len(c.present) or not len(c.base))):
+            continue
+        if (check := test(c)) is not None:
+            out.append(check)
     return out
+
+
+@dataclass
+class CategoricalColumn(_Column):
+    """What the tests of one categorical column read."""
+
+    kind = "categorical"
+
+    @cached_property
+    def present(self) -> np.ndarray:
+        return self.values[self.values != None]  # noqa: E711  (elementwise on an object array)
+
+    @cached_property
+    def batch(self) -> dict:
+        names, counts = (np.unique(self.present.astype(str), return_counts=True) if len(self.present)
+                         else (np.array([]), []))
+        return dict(zip(names.tolist(), np.asarray(counts).tolist(), strict=True))
+
+    @cached_property
+    def unseen(self) -> dict:
+        return {k: v for k, v in self.batch.items() if k not in self.info["levels"]}
+
+
+def _categorical_missing(c: CategoricalColumn) -> Check | None:
+    info, missing = c.info, len(c.values) - len(c.present)
+    if int(info["missing"]) + missing == 0:
+        return None
+    return missing_check(c.column, int(info["missing"]), int(info["count"]) + int(info["missing"]), missing,
+                         len(c.values))
+
+
+def _chi2(c: CategoricalColumn) -> Check | None:
+    if not len(c.present):
+        return None
+    info, levels = c.info, c.info["levels"]
+    order = list(levels)
+    base = np.array([levels[k] for k in order] + [int(info["other"])], dtype=np.float64)
+    new = np.array([c.batch.get(k, 0) for k in order] + [sum(c.unseen.values())], dtype=np.float64)
+    rank = np.argsort(-base, kind="stable")  # pool the rarest levels last
+    stat, p, _ = pooled_chi2(base[rank], new[rank])
+    js = float(jensenshannon(base / base.sum(), new / new.sum(), base=2)) if base.sum() else 0.0
+    diff = new / new.sum() - base / max(base.sum(), 1)
+    w = int(np.argmax(np.abs(diff)))
+    name = order[w] if w < len(order) else "(other levels)"
+    detail = (f"{name!r}: {new[w] / new.sum():.1%} of the batch, {base[w] / max(base.sum(), 1):.1%} of the "
+              f"baseline; PSI {psi(base, new):.3g}")
+    return Check(f"chi2:{c.column}", "chi2", "column", c.column, stat, p, js, "js_distance", detail)
+
+
+def _unseen(c: CategoricalColumn) -> Check | None:
+    info, levels = c.info, c.info["levels"]
+    if not len(c.present) or info["other"]:
+        return None
+    k = int(sum(c.unseen.values()))
+    n0 = int(info["count"])
+    singletons = sum(1 for v in levels.values() if v == 1)
+    p = float(stats.binom.sf(k - 1, len(c.present), min(1.0, (singletons + 1) / (n0 + 1)))) if k else 1.0
+    shown = ", ".join(f"{name!r} ({n})" for name, n in sorted(c.unseen.items(), key=lambda t: -t[1])[:5])
+    return Check(f"unseen:{c.column}", "unseen", "column", c.column, float(k), p, k / len(c.present),
+                 "share_unseen", f"levels the baseline never had: {shown}" if k else "")
+
+
+CATEGORICAL: dict[str, Callable[[CategoricalColumn], Check | None]] = {
+    "missing": _categorical_missing, "chi2": _chi2, "unseen": _unseen}
+"""The tests of a categorical column, in the order they run."""
 
 
 def categorical_checks(profile: Profile, j: int, values: np.ndarray, tests) -> list[Check]:
-    column = profile.categorical[j]
-    info = profile.columns[column]
-    present = values[values != None]  # noqa: E711  (elementwise on an object array)
-    out = []
-    if "missing" in tests and int(info["missing"]) + len(values) - len(present) > 0:
-        out.append(missing_check(column, int(info["missing"]), int(info["count"]) + int(info["missing"]),
-                                 len(values) - len(present), len(values)))
-    levels: dict = info["levels"]
-    names, counts = np.unique(present.astype(str), return_counts=True) if len(present) else (np.array([]), [])
-    batch = dict(zip(names.tolist(), np.asarray(counts).tolist(), strict=True))
-    unseen = {k: v for k, v in batch.items() if k not in levels}
-    if "chi2" in tests and len(present):
-        order = list(levels)
-        base = np.array([levels[k] for k in order] + [int(info["other"])], dtype=np.float64)
-        new = np.array([batch.get(k, 0) for k in order] + [sum(unseen.values())], dtype=np.float64)
-        rank = np.argsort(-base, kind="stable")  # pool the rarest levels last
-        stat, p, _ = pooled_chi2(base[rank], new[rank])
-        js = float(jensenshannon(base / base.sum(), new / new.sum(), base=2)) if base.sum() else 0.0
-        diff = new / new.sum() - base / max(base.sum(), 1)
-        w = int(np.argmax(np.abs(diff)))
-        name = order[w] if w < len(order) else "(other levels)"
-        detail = (f"{name!r}: {new[w] / new.sum():.1%} of the batch, {base[w] / max(base.sum(), 1):.1%} of the "
-                  f"baseline; PSI {psi(base, new):.3g}")
-        out.append(Check(f"chi2:{column}", "chi2", "column", column, stat, p, js, "js_distance", detail))
-    if "unseen" in tests and len(present) and not info["other"]:
-        k = int(sum(unseen.values()))
-        n0 = int(info["count"])
-        singletons = sum(1 for v in levels.values() if v == 1)
-        p = float(stats.binom.sf(k - 1, len(present), min(1.0, (singletons + 1) / (n0 + 1)))) if k else 1.0
-        shown = ", ".join(f"{name!r} ({c})" for name, c in sorted(unseen.items(), key=lambda t: -t[1])[:5])
-        out.append(Check(f"unseen:{column}", "unseen", "column", column, float(k), p, k / len(present),
-                         "share_unseen", f"levels the baseline never had: {shown}" if k else ""))
-    return out
+    c = CategoricalColumn(profile, j, values)
+    return [check for name, test in CATEGORICAL.items() if name in tests and (check := test(c)) is not None]
 
 
 def column_checks(profile: Profile, sample: Prepared, batch: Prepared, tests=None,
                   random_state: int = 0) -> list[Check]:
     """Every per-column test named in ``tests`` (default: all but ``cvm``) for every column the batch has."""
-    tests = set(tests) if tests is not None else (set(NUMERIC_TESTS) | set(CATEGORICAL_TESTS)) - {"cvm"}
+    tests = set(tests) if tests is not None else (set(NUMERIC) | set(CATEGORICAL)) - {"cvm"}
     rng = np.random.default_rng(random_state)
     absent = set(batch.missing_columns)
     out: list[Check] = []
@@ -208,3 +303,7 @@ def column_checks(profile: Profile, sample: Prepared, batch: Prepared, tests=Non
         if column not in absent:
             out += categorical_checks(profile, j, batch.cat[:, j], tests)
     return out
+
+
+NUMERIC_TESTS = tuple(NUMERIC)
+CATEGORICAL_TESTS = tuple(CATEGORICAL)

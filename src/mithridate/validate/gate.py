@@ -285,20 +285,32 @@ class Gate:
 
     @staticmethod
     def _label_checks(profile: Profile, batch: Prepared, z: np.ndarray, tests: set, policy: Policy) -> list[Check]:
-        out = []
-        y = batch.y
-        if "label_shift" in tests:
-            out.append(label_shift(np.asarray(profile.class_counts), y, profile.classes))
-            out.append(unseen_labels(batch.unknown_labels, len(y), profile.n_rows))
-        if "label_agreement" in tests and profile.label_model is not None:
-            rows = np.arange(len(y))
-            limit = int(policy.labels["max_rows"])
-            if len(rows) > limit:
-                rows = np.sort(np.random.default_rng(policy.seed).choice(rows, limit, replace=False))
-            known = rows[y[rows] >= 0]
-            p, agree = profile.label_model.score(z[known], y[known])
-            out.append(label_agreement(profile.heldout, p, agree, y[known]))
-        return out
+        return [check for name, test in LABEL_TESTS.items() if name in tests
+                for check in test(profile, batch, z, policy)]
+
+
+def _label_shift(profile: Profile, batch: Prepared, z: np.ndarray, policy: Policy) -> list[Check]:
+    return [label_shift(np.asarray(profile.class_counts), batch.y, profile.classes),
+            unseen_labels(batch.unknown_labels, len(batch.y), profile.n_rows)]
+
+
+def _label_agreement(profile: Profile, batch: Prepared, z: np.ndarray, policy: Policy) -> list[Check]:
+    if profile.label_model is None:
+        return []
+    y = batch.y
+    rows = np.arange(len(y))
+    limit = int(policy.labels["max_rows"])
+    if len(rows) > limit:
+        rows = np.sort(np.random.default_rng(policy.seed).choice(rows, limit, replace=False))
+    known = rows[y[rows] >= 0]
+    p, agree = profile.label_model.score(z[known], y[known])
+    return [label_agreement(profile.heldout, p, agree, y[known])]
+
+
+LABEL_TESTS = {"label_shift": _label_shift, "label_agreement": _label_agreement}
+"""The label tests, in the order they run; with the column tests (:data:`~.columns.NUMERIC`,
+:data:`~.columns.CATEGORICAL`) and the multivariate ones (:data:`~.multivariate.MULTIVARIATE`), the table of
+every test a policy can name (:data:`ALL_TESTS`)."""
 
 
 def validate(profile: Profile, batch: Dataset | pd.DataFrame, policy: Policy | dict | None = None,

@@ -23,6 +23,9 @@ True
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+
 import numpy as np
 from scipy import stats
 from scipy.spatial.distance import cdist
@@ -30,7 +33,7 @@ from threadpoolctl import threadpool_limits
 
 from mithridate.validate.results import Check
 
-TESTS = ("mmd", "classifier", "correlation")
+TESTS = ("mmd", "classifier", "correlation")  # MULTIVARIATE's keys (a test checks they agree)
 
 
 def _subsample(x: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
@@ -112,33 +115,61 @@ def multivariate_checks(base: np.ndarray, batch: np.ndarray, names: list[str], n
         return _multivariate_checks(base, batch, names, numeric, tests, max_rows, permutations, random_state)
 
 
+@dataclass
+class Samples:
+    """What the multivariate tests read: subsamples of the encoded baseline (``xb``) and batch (``yb``), and
+    the random state they keep drawing from, in the order the tests run."""
+
+    xb: np.ndarray
+    yb: np.ndarray
+    names: list[str]
+    numeric: int
+    max_rows: int
+    permutations: int
+    random_state: int
+    rng: np.random.Generator
+
+
+def _mmd(s: Samples) -> Check:
+    x, y = _subsample(s.xb, min(len(s.yb), s.max_rows // 2), s.rng), _subsample(s.yb, s.max_rows // 2, s.rng)
+    stat, p, p_perm = mmd_test(x, y, s.permutations, s.random_state)
+    return Check("mmd", "mmd", "multivariate", None, stat, p, stat, "mmd2",
+                 f"{len(x)} + {len(y)} rows, {s.permutations} permutations (permutation p {p_perm:.3g})")
+
+
+def _classifier(s: Samples) -> Check:
+    x = _subsample(s.xb, len(s.yb), s.rng)
+    auc, p = classifier_test(x, s.yb, s.random_state)
+    return Check("classifier", "classifier", "multivariate", None, auc, p, auc, "auc",
+                 f"a model tells batch rows from baseline rows with AUC {auc:.3f} (0.5: it cannot)")
+
+
+def _correlation(s: Samples) -> Check | None:
+    if s.numeric < 2:
+        return None
+    varying = [j for j in range(s.numeric) if np.std(s.xb[:, j]) > 0 and np.std(s.yb[:, j]) > 0]
+    if len(varying) < 2:
+        return None
+    stat, p, diff = correlation_test(s.xb[:, varying], s.yb[:, varying], max(50, s.permutations // 2),
+                                     s.random_state)
+    i, j = np.unravel_index(np.argmax(np.abs(np.triu(diff, 1))), diff.shape)
+    a, b = s.names[varying[i]], s.names[varying[j]]
+    return Check("correlation", "correlation", "multivariate", None, stat, p, float(abs(diff[i, j])),
+                 "max_abs_corr_diff", f"largest change: corr({a}, {b}) {diff[i, j]:+.2f}")
+
+
+MULTIVARIATE: dict[str, Callable[[Samples], Check | None]] = {
+    "mmd": _mmd, "classifier": _classifier, "correlation": _correlation}
+"""The multivariate tests, in the order they run (and draw from the random state)."""
+
+
 def _multivariate_checks(base: np.ndarray, batch: np.ndarray, names: list[str], numeric: int, tests,
                          max_rows: int, permutations: int, random_state: int) -> list[Check]:
     tests = set(TESTS if tests is None else tests)
     rng = np.random.default_rng(random_state)
-    out = []
     if len(batch) < 10 or len(base) < 10:
-        return out
+        return []
     xb = _subsample(base, 2 * max_rows, rng)
     yb = _subsample(batch, max_rows, rng)
-    if "mmd" in tests:
-        x, y = _subsample(xb, min(len(yb), max_rows // 2), rng), _subsample(yb, max_rows // 2, rng)
-        stat, p, p_perm = mmd_test(x, y, permutations, random_state)
-        out.append(Check("mmd", "mmd", "multivariate", None, stat, p, stat, "mmd2",
-                         f"{len(x)} + {len(y)} rows, {permutations} permutations (permutation p {p_perm:.3g})"))
-    if "classifier" in tests:
-        x = _subsample(xb, len(yb), rng)
-        auc, p = classifier_test(x, yb, random_state)
-        out.append(Check("classifier", "classifier", "multivariate", None, auc, p, auc, "auc",
-                         f"a model tells batch rows from baseline rows with AUC {auc:.3f} (0.5: it cannot)"))
-    if "correlation" in tests and numeric >= 2:
-        varying = [j for j in range(numeric) if np.std(xb[:, j]) > 0 and np.std(yb[:, j]) > 0]
-        if len(varying) >= 2:
-            stat, p, diff = correlation_test(xb[:, varying], yb[:, varying], max(50, permutations // 2),
-                                             random_state)
-            i, j = np.unravel_index(np.argmax(np.abs(np.triu(diff, 1))), diff.shape)
-            a, b = names[varying[i]], names[varying[j]]
-            out.append(Check("correlation", "correlation", "multivariate", None, stat, p,
-                             float(abs(diff[i, j])), "max_abs_corr_diff",
-                             f"largest change: corr({a}, {b}) {diff[i, j]:+.2f}"))
-    return out
+    s = Samples(xb, yb, names, numeric, max_rows, permutations, random_state, rng)
+    return [check for name, test in MULTIVARIATE.items() if name in tests and (check := test(s)) is not None]
