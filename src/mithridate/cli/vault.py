@@ -20,6 +20,7 @@ import typer
 
 from mithridate.cli.app import app, console, fail, missing_extra
 from mithridate.errors import MithridateError
+from mithridate.vault.api import VaultAPI
 
 EXIT_INTEGRITY = 1
 EXIT_DENIED = 3
@@ -78,6 +79,36 @@ def opened(location: str, ca: Path | None = None, cert: Path | None = None, key:
             yield vault
         finally:
             vault.close()
+
+
+CONNECTION = (("vault", VaultOpt, ""), ("token", TokenOpt, None), ("ca", CaOpt, None), ("client_cert", CertOpt, None),
+              ("client_key", KeyOpt, None))
+"""The options every command that talks to a vault takes, declared once (see :func:`connected`)."""
+
+
+def connected(command):
+    """A vault command written as ``command(v, token, ...)``: it runs with ``v`` opened (a folder or the
+    HTTPS service, :class:`~mithridate.vault.api.VaultAPI`) inside :func:`vault_errors`, and its command line
+    gains the :data:`CONNECTION` options."""
+    import functools
+    import inspect
+    import typing
+
+    hints = typing.get_type_hints(command, include_extras=True)
+    own = [p.replace(annotation=hints.get(p.name, p.annotation))
+           for p in inspect.signature(command).parameters.values() if p.name not in ("v", "token")]
+    options = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=kind)
+               for name, kind, default in CONNECTION]
+
+    @functools.wraps(command)
+    def run(**kw):
+        vault, token, ca, cert, key = (kw.pop(name) for name, _, _ in CONNECTION)
+        with opened(vault, ca, cert, key) as v, vault_errors():
+            return command(v, token, **kw)
+
+    run.__signature__ = inspect.Signature(own + options, return_annotation=None)
+    run.__annotations__ = {p.name: p.annotation for p in own + options}
+    return run
 
 
 def emit(value) -> None:
@@ -168,24 +199,22 @@ def migrate(
 
 # --- users ---------------------------------------------------------------------------------------------
 @user_app.command("add")
+@connected
 def user_add(
+    v: VaultAPI, token: str,
     name: Annotated[str, typer.Argument(help="User name.")],
     role: Annotated[list[str], typer.Option("--role", help="admin, steward, contributor, trainer or auditor "
                                             "(repeat for several).")],
-    vault: VaultOpt = "", token: TokenOpt = None, ca: CaOpt = None, client_cert: CertOpt = None,
-    client_key: KeyOpt = None,
 ) -> None:
     """Add a user and print their API token (shown once)."""
-    with opened(vault, ca, client_cert, client_key) as v, vault_errors():
-        emit(v.add_user(token, name, role))
+    emit(v.add_user(token, name, role))
 
 
 @user_app.command("list")
-def user_list(vault: VaultOpt = "", token: TokenOpt = None, ca: CaOpt = None, client_cert: CertOpt = None,
-              client_key: KeyOpt = None, as_json: JsonOpt = False) -> None:
+@connected
+def user_list(v: VaultAPI, token: str, as_json: JsonOpt = False) -> None:
     """List users and their roles."""
-    with opened(vault, ca, client_cert, client_key) as v, vault_errors():
-        users = v.users(token)
+    users = v.users(token)
     if as_json:
         return emit_json(users)
     for u in users:
@@ -193,26 +222,26 @@ def user_list(vault: VaultOpt = "", token: TokenOpt = None, ca: CaOpt = None, cl
 
 
 @user_app.command("revoke")
-def user_revoke(name: Annotated[str, typer.Argument()], vault: VaultOpt = "", token: TokenOpt = None,
-                ca: CaOpt = None, client_cert: CertOpt = None, client_key: KeyOpt = None) -> None:
+@connected
+def user_revoke(v: VaultAPI, token: str, name: Annotated[str, typer.Argument()]) -> None:
     """Deactivate a user and revoke their tokens."""
-    with opened(vault, ca, client_cert, client_key) as v, vault_errors():
-        v.revoke_user(token, name)
+    v.revoke_user(token, name)
     console.print(f"revoked {name}")
 
 
 # --- ingest -------------------------------------------------------------------------------------------
 @vault_app.command()
+@connected
 def put(
+    v: VaultAPI, token: str,
     dataset: Annotated[str, typer.Argument(help="Dataset name.")],
     file: Annotated[Path, typer.Argument(help=".csv, .tsv, .parquet or .npz file.")],
     source: Annotated[str, typer.Option("--source", help="Where these rows come from (recorded per row).")],
     label: Annotated[str | None, typer.Option("--label", help="Label column (tables).")] = None,
-    vault: VaultOpt = "", token: TokenOpt = None, ca: CaOpt = None, client_cert: CertOpt = None,
-    client_key: KeyOpt = None, as_json: JsonOpt = False,
+    as_json: JsonOpt = False,
 ) -> None:
     """Upload a file into quarantine; the vault's checks run on it. Prints the upload id."""
-    with opened(vault, ca, client_cert, client_key) as v, vault_errors(), open(file, "rb") as fh:
+    with open(file, "rb") as fh:
         result = v.put(token, dataset, fh, file.name, source=source, label=label)
     if as_json:
         return emit_json(result)
@@ -225,15 +254,15 @@ def put(
 
 
 @vault_app.command()
+@connected
 def uploads(
+    v: VaultAPI, token: str,
     status: Annotated[str | None, typer.Option(help="quarantined, approved or rejected.")] = None,
     dataset: Annotated[str | None, typer.Option(help="Only this dataset.")] = None,
-    vault: VaultOpt = "", token: TokenOpt = None, ca: CaOpt = None, client_cert: CertOpt = None,
-    client_key: KeyOpt = None, as_json: JsonOpt = False,
+    as_json: JsonOpt = False,
 ) -> None:
     """List uploads."""
-    with opened(vault, ca, client_cert, client_key) as v, vault_errors():
-        rows = v.uploads(token, status=status, dataset=dataset)
+    rows = v.uploads(token, status=status, dataset=dataset)
     if as_json:
         return emit_json(rows)
     for u in rows:
@@ -243,74 +272,70 @@ def uploads(
 
 
 @vault_app.command()
+@connected
 def upload(
+    v: VaultAPI, token: str,
     upload_id: Annotated[str, typer.Argument(help="Upload id.")],
     out: Annotated[Path | None, typer.Option("--out", help="Also write its bytes here (steward).")] = None,
-    vault: VaultOpt = "", token: TokenOpt = None, ca: CaOpt = None, client_cert: CertOpt = None,
-    client_key: KeyOpt = None,
 ) -> None:
     """Show an upload (status, provenance, check results); with --out, fetch its bytes to review them."""
-    with opened(vault, ca, client_cert, client_key) as v, vault_errors():
-        info = v.upload(token, upload_id)
-        if out is not None:
-            _, parts = v.read_upload(token, upload_id)
-            _write_out(parts, out)
+    info = v.upload(token, upload_id)
+    if out is not None:
+        _, parts = v.read_upload(token, upload_id)
+        _write_out(parts, out)
     emit_json(info)
 
 
 @vault_app.command()
+@connected
 def approve(
+    v: VaultAPI, token: str,
     upload_id: Annotated[str, typer.Argument(help="Upload id.")],
     force: Annotated[bool, typer.Option("--force", help="Approve although its checks failed.")] = False,
-    vault: VaultOpt = "", token: TokenOpt = None, ca: CaOpt = None, client_cert: CertOpt = None,
-    client_key: KeyOpt = None,
 ) -> None:
     """Approve a quarantined upload (not your own); prints the new version id (DATASET@N)."""
-    with opened(vault, ca, client_cert, client_key) as v, vault_errors():
-        emit(v.approve(token, upload_id, force=force))
+    emit(v.approve(token, upload_id, force=force))
 
 
 @vault_app.command()
+@connected
 def reject(
+    v: VaultAPI, token: str,
     upload_id: Annotated[str, typer.Argument(help="Upload id.")],
     reason: Annotated[str, typer.Option(help="Why (kept with the upload).")] = "",
-    vault: VaultOpt = "", token: TokenOpt = None, ca: CaOpt = None, client_cert: CertOpt = None,
-    client_key: KeyOpt = None,
 ) -> None:
     """Reject a quarantined upload; its bytes are kept for forensics."""
-    with opened(vault, ca, client_cert, client_key) as v, vault_errors():
-        v.reject(token, upload_id, reason)
+    v.reject(token, upload_id, reason)
     console.print(f"rejected {upload_id}")
 
 
 # --- versions ----------------------------------------------------------------------------------------
 @vault_app.command()
+@connected
 def get(
+    v: VaultAPI, token: str,
     ref: Annotated[str, typer.Argument(help="DATASET (newest version) or DATASET@VERSION.")],
     out: Annotated[Path, typer.Option("--out", help="Where to write it ('-': stdout).")],
-    vault: VaultOpt = "", token: TokenOpt = None, ca: CaOpt = None, client_cert: CertOpt = None,
-    client_key: KeyOpt = None,
 ) -> None:
     """Fetch an approved version: byte-identical to what was uploaded, every chunk authenticated."""
     from mithridate.cli.app import check_writable
 
     with vault_errors():
         check_writable("--out", out)
-    with opened(vault, ca, client_cert, client_key) as v, vault_errors():
-        body, parts = v.read(token, ref)
-        size = _write_out(parts, out)
+    body, parts = v.read(token, ref)
+    size = _write_out(parts, out)
     console.print(f"{body['dataset']}@{body['version']}: {body['rows']} rows, {size} bytes -> {out}", highlight=False)
 
 
 @vault_app.command("ls")
+@connected
 def list_versions(
+    v: VaultAPI, token: str,
     dataset: Annotated[str | None, typer.Argument(help="A dataset (default: list datasets).")] = None,
-    vault: VaultOpt = "", token: TokenOpt = None, ca: CaOpt = None, client_cert: CertOpt = None,
-    client_key: KeyOpt = None, as_json: JsonOpt = False,
+    as_json: JsonOpt = False,
 ) -> None:
     """List datasets, or a dataset's versions."""
-    with opened(vault, ca, client_cert, client_key) as v, vault_errors():
-        rows = v.versions(token, dataset) if dataset else v.datasets(token)
+    rows = v.versions(token, dataset) if dataset else v.datasets(token)
     if as_json:
         return emit_json(rows)
     for r in rows:
@@ -323,14 +348,14 @@ def list_versions(
 
 
 @vault_app.command()
+@connected
 def trace(
+    v: VaultAPI, token: str,
     source: Annotated[str, typer.Option("--source", help="The source to trace.")],
-    vault: VaultOpt = "", token: TokenOpt = None, ca: CaOpt = None, client_cert: CertOpt = None,
-    client_key: KeyOpt = None, as_json: JsonOpt = False,
+    as_json: JsonOpt = False,
 ) -> None:
     """Every version and row that came from SOURCE, and its uploads."""
-    with opened(vault, ca, client_cert, client_key) as v, vault_errors():
-        found = v.trace(token, source)
+    found = v.trace(token, source)
     if as_json:
         return emit_json(found)
     for hit in found["versions"]:
@@ -354,31 +379,30 @@ def _ranges(rows: list[int]) -> str:
 
 
 @vault_app.command()
+@connected
 def cut(
+    v: VaultAPI, token: str,
     dataset: Annotated[str, typer.Argument(help="Dataset.")],
     exclude_source: Annotated[list[str], typer.Option("--exclude-source", help="Source whose rows to drop "
                                                       "(repeatable).")],
     base: Annotated[int | None, typer.Option(help="Version to start from (default: the newest).")] = None,
-    vault: VaultOpt = "", token: TokenOpt = None, ca: CaOpt = None, client_cert: CertOpt = None,
-    client_key: KeyOpt = None,
 ) -> None:
     """Cut a new version without the rows of the given sources; prints its id."""
-    with opened(vault, ca, client_cert, client_key) as v, vault_errors():
-        emit(v.cut(token, dataset, exclude_source, base=base))
+    emit(v.cut(token, dataset, exclude_source, base=base))
 
 
 # --- audit, verification, keys --------------------------------------------------------------------------
 @vault_app.command()
+@connected
 def log(
+    v: VaultAPI, token: str,
     after: Annotated[int, typer.Option(help="Only entries after this sequence number.")] = 0,
     limit: Annotated[int | None, typer.Option(help="At most this many entries.")] = None,
     action: Annotated[str | None, typer.Option(help="Only this action (e.g. upload.approve).")] = None,
-    vault: VaultOpt = "", token: TokenOpt = None, ca: CaOpt = None, client_cert: CertOpt = None,
-    client_key: KeyOpt = None, as_json: JsonOpt = False,
+    as_json: JsonOpt = False,
 ) -> None:
     """The audit log (auditor)."""
-    with opened(vault, ca, client_cert, client_key) as v, vault_errors():
-        entries = v.log(token, after=after, limit=limit, action=action)
+    entries = v.log(token, after=after, limit=limit, action=action)
     if as_json:
         return emit_json(entries)
     for e in entries:
@@ -387,11 +411,11 @@ def log(
 
 
 @vault_app.command()
+@connected
 def head(
+    v: VaultAPI, token: str,
     out: Annotated[Path, typer.Option("--out", help="Write the signed head here (a new file); - for stdout.")
                    ] = Path("-"),
-    vault: VaultOpt = "", token: TokenOpt = None, ca: CaOpt = None, client_cert: CertOpt = None,
-    client_key: KeyOpt = None,
 ) -> None:
     """The audit log's signed head: keep it outside the vault, and give it to `verify --witness` later.
 
@@ -400,16 +424,15 @@ def head(
     """
     from mithridate.data import atomic_path
 
-    with opened(vault, ca, client_cert, client_key) as v, vault_errors():
-        signed = v.head(token)
-        text = json.dumps(signed, indent=2, sort_keys=True) + "\n"
-        if str(out) == "-":
-            emit(text.rstrip("\n"))
-            return
-        if out.exists():
-            raise MithridateError(f"{out} exists; a witness is written to a new file")
-        with atomic_path(out) as tmp:
-            tmp.write_text(text)
+    signed = v.head(token)
+    text = json.dumps(signed, indent=2, sort_keys=True) + "\n"
+    if str(out) == "-":
+        emit(text.rstrip("\n"))
+        return
+    if out.exists():
+        raise MithridateError(f"{out} exists; a witness is written to a new file")
+    with atomic_path(out) as tmp:
+        tmp.write_text(text)
     console.print(f"signed head: audit entry {signed['body']['seq']} ({signed['body']['hash'][:16]}...), wrote {out}")
 
 
@@ -480,40 +503,37 @@ def collect(
 
 
 @vault_app.command("rotate-key")
+@connected
 def rotate_key(
+    v: VaultAPI, token: str,
     new_key_env: Annotated[str | None, typer.Option(help="Take the new master key from this environment "
                                                     "variable (default: a new key file).")] = None,
-    vault: VaultOpt = "", token: TokenOpt = None, ca: CaOpt = None, client_cert: CertOpt = None,
-    client_key: KeyOpt = None,
 ) -> None:
     """Re-wrap every data key under a new master key. A served vault rotates through its service
     (--vault https://...); a local rotation is refused while `mithridate serve` runs on the folder."""
-    with opened(vault, ca, client_cert, client_key) as v, vault_errors():
-        result = v.rotate_key(token, {"source": "env", "var": new_key_env} if new_key_env else None)
+    result = v.rotate_key(token, {"source": "env", "var": new_key_env} if new_key_env else None)
     console.print(f"re-wrapped {result['rewrapped']} keys; master key {result['previous']} -> {result['key']}")
     emit(result["key"])
 
 
 @vault_app.command()
+@connected
 def hold(
+    v: VaultAPI, token: str,
     ref: Annotated[str, typer.Argument(help="DATASET@VERSION.")],
     legal_hold: Annotated[bool | None, typer.Option("--hold/--release", help="Set or release a legal hold.")] = None,
     retain_until: Annotated[str | None, typer.Option(help="Retain until this date (ISO 8601); only extends.")] = None,
-    vault: VaultOpt = "", token: TokenOpt = None, ca: CaOpt = None, client_cert: CertOpt = None,
-    client_key: KeyOpt = None,
 ) -> None:
     """Legal hold and retention of a version (admin)."""
-    with opened(vault, ca, client_cert, client_key) as v, vault_errors():
-        result = v.hold(token, ref, legal_hold=legal_hold, retain_until=retain_until)
+    result = v.hold(token, ref, legal_hold=legal_hold, retain_until=retain_until)
     console.print(json.dumps(result))
 
 
 @vault_app.command()
-def whoami(vault: VaultOpt = "", token: TokenOpt = None, ca: CaOpt = None, client_cert: CertOpt = None,
-           client_key: KeyOpt = None) -> None:
+@connected
+def whoami(v: VaultAPI, token: str) -> None:
     """Your user name and roles."""
-    with opened(vault, ca, client_cert, client_key) as v, vault_errors():
-        me = v.whoami(token)
+    me = v.whoami(token)
     emit(f"{me['name']}\t{','.join(me['roles'])}")
 
 
