@@ -47,7 +47,6 @@ from mithridate.vault.crypto import (
 from mithridate.vault.db import Database, sqlite_url
 from mithridate.vault.documents import DocumentOps
 from mithridate.vault.errors import Conflict, IntegrityError, VaultError
-from mithridate.vault.gate import GateOps
 from mithridate.vault.identity import IdentityOps
 from mithridate.vault.keys import KeyOps
 from mithridate.vault.primitives import Signer, random_id, same
@@ -60,10 +59,11 @@ from mithridate.vault.refs import (
     without_password,
 )
 from mithridate.vault.store import CHUNK_SIZE, ChunkStore
+from mithridate.vault.uploads import UploadOps
 from mithridate.vault.versions import VersionOps
 
 
-class Vault(IdentityOps, DocumentOps, GateOps, VersionOps, AuditOps, KeyOps):
+class Vault(IdentityOps, DocumentOps, UploadOps, VersionOps, AuditOps, KeyOps):
     """A vault folder (configuration, key file), its storage backend and its catalog, opened."""
 
     def __init__(self, root: Path, config: Config, db: Database, backend: Backend, keyring: Keyring,

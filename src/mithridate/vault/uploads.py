@@ -31,7 +31,7 @@ from mithridate.vault.seals import sealed
 from mithridate.vault.store import Blob, manifest_key, sign_document, upload_key
 
 
-class GateOps:
+class UploadOps:
     """The ingest gate: uploads into quarantine, their checks, approval and rejection."""
 
     def put(self, token: str, dataset: str, stream: BinaryIO, filename: str, source: str,
