@@ -85,8 +85,9 @@ class AuditLog:
             return int(conn.execute(select(func.count()).select_from(audit)).scalar() or 0)
 
 
-def verify_chain(entries: list[dict], public_hex: str) -> list[str]:
-    """Every problem in the chain, one line each, naming the entry (empty when intact)."""
+def verify_chain(entries: list[dict], public_hex: str, intact: set[int] | None = None) -> list[str]:
+    """Every problem in the chain, one line each, naming the entry (empty when intact); ``intact``, if
+    given, collects the sequence numbers of the entries whose hash and signature hold."""
     problems: list[str] = []
     expected_seq, prev = 1, GENESIS
     for entry in entries:
@@ -103,6 +104,8 @@ def verify_chain(entries: list[dict], public_hex: str) -> list[str]:
             problems.append(f"audit log entry {seq}: content altered (hash mismatch)")
         elif not verify_signature(public_hex, bytes.fromhex(entry["hash"]), entry["signature"]):
             problems.append(f"audit log entry {seq}: signature invalid (altered)")
+        elif intact is not None:
+            intact.add(seq)
         expected_seq, prev = seq + 1, entry["hash"]
     return problems
 

@@ -78,6 +78,7 @@ class Vault(IdentityOps, DocumentOps, UploadOps, VersionOps, AuditOps, KeyOps):
         self.audit = AuditLog(db, signer.public_hex, signer)
         self._verified: dict[tuple[str, str], str] = {}
         self._lock_fd: int | None = None
+        self._named_key: tuple = (None, None)  # (vault.json's stat, the key id it names)
         keyring.guard = self._check_key_named
         keyring.wrap_lock = lambda: self._key_lock(exclusive=False)
         self._revoked: set[str] = set()

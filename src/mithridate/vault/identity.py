@@ -134,6 +134,8 @@ class IdentityOps:
 
     def _throttled(self, key: str, wait: float) -> Throttled:
         """A refusal for a throttled key, logged as a count after 1, 10, 100, ... of them."""
+        if len(self._refused) > 100_000 and key not in self._refused:  # a spray of addresses: stay bounded
+            self._refused.clear()
         refused = self._refused[key] = self._refused.get(key, 0) + 1
         if refused == 10 ** (len(str(refused)) - 1):
             self.audit.record("anonymous", "auth.throttled", key, "denied",

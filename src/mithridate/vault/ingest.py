@@ -118,7 +118,7 @@ def read_upload(open_stream: Callable[[], io.RawIOBase], size: int, filename: st
             raise VaultError(f"{filename}: {dataset.n_rows} rows loaded but {len(hashes)} hashed")
         return Upload(dataset, dataset.n_rows, hashes, schema_of(dataset))
     try:
-        return _stream_table(open_stream, fmt, name, label, sample_rows, seed)
+        return _stream_table(open_stream, name, label, sample_rows, seed)
     except (DataError, VaultError):
         raise
     except Exception as exc:
@@ -131,7 +131,7 @@ def _chunks(open_stream, name: str, as_text: bool):
         yield from read_table(fh, name, as_text=as_text, chunksize=STREAM_ROWS)
 
 
-def _stream_table(open_stream, fmt: str, name: str, label: str | None, sample_rows: int, seed: int) -> Upload:
+def _stream_table(open_stream, name: str, label: str | None, sample_rows: int, seed: int) -> Upload:
     from mithridate.data.dataset import check_finite
     from mithridate.data.io import DEFAULT_LABEL_COLUMNS
 

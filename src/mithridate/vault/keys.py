@@ -77,8 +77,13 @@ class KeyOps:
 
     def _check_key_named(self, current: str) -> None:
         """Raise unless ``vault.json`` still names ``current`` as the master key (checked before each wrap)."""
-        try:
-            named = json.loads(config_path(self.root).read_bytes())["config"]["key"]["id"]
+        path = config_path(self.root)
+        try:  # a stat per wrap; the file is read again only when it changed
+            stamp = path.stat()
+            stamp = (stamp.st_mtime_ns, stamp.st_size, stamp.st_ino)
+            if self._named_key[0] != stamp:
+                self._named_key = (stamp, json.loads(path.read_bytes())["config"]["key"]["id"])
+            named = self._named_key[1]
         except (OSError, ValueError, KeyError, TypeError):
             raise IntegrityError(f"{CONFIG}: unreadable (altered?); nothing was written") from None
         if named != current:

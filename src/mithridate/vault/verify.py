@@ -17,12 +17,12 @@ from __future__ import annotations
 
 from sqlalchemy import select
 
-from mithridate.vault.audit import detail, entry_hash, verify_chain
+from mithridate.vault.audit import detail, verify_chain
 from mithridate.vault.config import check_config, read_config
 from mithridate.vault.crypto import DEK_PREFIX
 from mithridate.vault.db import tokens, uploads, users, versions
 from mithridate.vault.errors import IntegrityError
-from mithridate.vault.primitives import same, verify_signature
+from mithridate.vault.primitives import verify_signature
 from mithridate.vault.seals import sealed
 from mithridate.vault.store import canonical, merkle_root, object_key, open_document
 
@@ -62,7 +62,8 @@ def verify_vault(vault, witness: dict | None = None) -> dict:
 
     entries = vault.audit.entries()
     checked["audit_entries"] = len(entries)
-    chain_problems = verify_chain(entries, vault.config.public_key)
+    intact: set[int] = set()
+    chain_problems = verify_chain(entries, vault.config.public_key, intact)
     problems += chain_problems
     by_seq = {e["seq"]: e for e in entries}
 
@@ -108,7 +109,9 @@ def verify_vault(vault, witness: dict | None = None) -> dict:
                "committed; or a rollback that also deleted the commit record: compare with a witness)"
                for key in [*vault.backend.list("manifests"), *vault.backend.list("uploads")] if key not in recorded]
 
-    problems += check_rows(vault, entries, user_rows, token_rows, upload_rows, version_rows,
+    # rows are judged only by entries that are themselves intact (an altered entry is reported already)
+    trusted = [e for e in entries if e["seq"] in intact]
+    problems += check_rows(vault, trusted, user_rows, token_rows, upload_rows, version_rows,
                            log_intact=not chain_problems)
     for key in vault.backend.list("revoked"):
         name = key.rsplit("/", 1)[-1].removesuffix(".json")
@@ -193,14 +196,11 @@ def verify_vault(vault, witness: dict | None = None) -> dict:
 
 def check_rows(vault, entries: list[dict], user_rows, token_rows, upload_rows, version_rows=(),
                log_intact: bool = True) -> list[str]:
-    """Seals of users, tokens and uploads, and their agreement with the audit entries that made them
+    """Seals of users, tokens and uploads, and their agreement with the (intact) audit entries that made them
     (rows the log never made, and entries whose rows are gone, only when the log itself is intact:
     otherwise those follow from the log's own problems, reported already)."""
     problems: list[str] = []
     key = vault.config.public_key
-    # judge rows only by entries that are themselves intact (an altered entry is reported already)
-    entries = [e for e in entries if same(entry_hash(e), e["hash"])
-               and verify_signature(key, bytes.fromhex(e["hash"]), e["signature"])]
     added = {e["target"]: detail(e) for e in entries if e["action"] == "user.add" and e["outcome"] == "ok"}
     revoked = {e["target"]: e["seq"] for e in entries if e["action"] == "user.revoke" and e["outcome"] == "ok"}
     issued = {d.get("token"): name for name, d in added.items()}
