@@ -99,3 +99,16 @@ def test_cli_fl_simulate_with_dp_reports_epsilon(tmp_path):
     data = json.loads((tmp_path / "results.json").read_text())
     assert abs(data["epsilon"] - 4.0) < 0.05
     assert "epsilon 4.0" in res.output
+
+
+def test_strong_label_skew_gives_every_client_rows():
+    """Dirichlet 0.1 over 20 clients left some with no rows, and the simulation crashed on an empty shard."""
+    import numpy as np
+
+    y = np.repeat(np.arange(10), 135)
+    for seed in range(5):
+        parts = partition(y, 20, alpha=0.1, rng=np.random.default_rng(seed))
+        assert min(len(p) for p in parts) >= len(y) // (10 * 20)  # a tenth of a fair share
+        assert sorted(np.concatenate(parts).tolist()) == list(range(len(y)))
+    result = simulate("mean", "none", clients=20, rounds=1, alpha=0.1, seed=2)
+    assert 0 <= result.final_accuracy <= 1
