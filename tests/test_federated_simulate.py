@@ -112,3 +112,9 @@ def test_strong_label_skew_gives_every_client_rows():
         assert sorted(np.concatenate(parts).tolist()) == list(range(len(y)))
     result = simulate("mean", "none", clients=20, rounds=1, alpha=0.1, seed=2)
     assert 0 <= result.final_accuracy <= 1
+
+
+def test_backdoor_clients_with_skewed_shards_stamp_what_they_can():
+    """A backdoor client whose Dirichlet shard is mostly the target class crashed the simulation."""
+    result = simulate("mean", "backdoor", clients=20, rounds=1, alpha=0.1, malicious=0.3, seed=0)
+    assert result.attack_success_rate is not None

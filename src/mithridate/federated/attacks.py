@@ -36,6 +36,7 @@ from scipy.stats import norm
 from sklearn.base import BaseEstimator
 
 from mithridate.attacks.backdoor import PatchTrigger
+from mithridate.attacks.base import resolve_class
 from mithridate.attacks.label_flip import RandomFlip, TargetedFlip
 from mithridate.data import Dataset
 from mithridate.errors import MithridateError
@@ -196,7 +197,14 @@ class BackdoorClients(MaliciousClients):
         self.trigger_ = PatchTrigger(target=target, rate=rate, size=size, random_state=random_state)
 
     def poison_data(self, dataset, client):
-        return self.trigger_.poison(dataset).dataset
+        outside = int(np.sum(dataset.y != resolve_class(dataset, self.target)))
+        if outside == 0:  # a skewed client holding only the target class has nothing to stamp
+            return dataset
+        self.trigger_.rate = min(self.rate, outside / dataset.n_rows)
+        try:
+            return self.trigger_.poison(dataset).dataset
+        finally:
+            self.trigger_.rate = self.rate
 
     def craft(self, benign, own, n_clients):
         boost = n_clients / len(own) if self.boost is None else self.boost
