@@ -54,7 +54,7 @@ def _start(strategy, rnd, n=10):
     return list(strategy.configure_train(rnd, _global(), ConfigRecord(), _Grid(n)))
 
 
-def test_strategy_aggregates_updates_robustly_and_excludes_repeat_offenders(identity):
+def test_strategy_aggregates_updates_robustly_and_reports_whom_it_left_out(identity):
     rng = np.random.default_rng(0)
     strategy = RobustStrategy("default", fraction_evaluate=0.0)
     for rnd in range(1, 6):

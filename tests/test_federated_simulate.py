@@ -22,7 +22,7 @@ def test_sign_flipping_breaks_fedavg_and_not_the_default(fedavg_clean):
     assert simulate("mean", "sign_flip", clients=20, rounds=ROUNDS, seed=0).final_accuracy < 0.3
     result = simulate("default", "sign_flip", clients=20, rounds=ROUNDS, seed=0)
     assert result.final_accuracy >= fedavg_clean - 0.03
-    assert result.history[-1].excluded == result.malicious_ids  # reputation caught the repeat offenders
+    assert result.history[-1].excluded == result.malicious_ids  # the screens left out exactly the flippers
 
 
 @pytest.mark.parametrize("attack", ["alie", "ipm", "min_max", "gaussian", "label_flip"])
@@ -82,11 +82,17 @@ def test_cli_says_when_a_run_goes_beyond_the_rule_or_an_option_would_be_ignored(
 
     ignored = CliRunner().invoke(app, ["fl", "simulate", "--dropout", "0.2", "--out", str(tmp_path / "a")])
     assert ignored.exit_code == 2 and "--secure" in ignored.stderr and not (tmp_path / "a").exists()
-    beyond = CliRunner().invoke(app, ["fl", "simulate", "--aggregator", "median", "--attack", "sign_flip",
-                                      "--malicious", "0.6", "--clients", "5", "--rounds", "1",
-                                      "--out", str(tmp_path / "b")])
+    args = ["fl", "simulate", "--aggregator", "median", "--attack", "sign_flip", "--malicious", "0.6",
+            "--clients", "5", "--rounds", "1"]
+    refused = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "b")])
+    assert refused.exit_code == 2 and not (tmp_path / "b").exists()
+    assert "beyond what median is built to withstand (at most 2" in " ".join(refused.stderr.split())
+    krum = CliRunner().invoke(app, ["fl", "simulate", "--aggregator", "krum", "--attack", "ipm", "--malicious", "0.6",
+                                    "--out", str(tmp_path / "k")])
+    assert krum.exit_code == 2 and "krum" in krum.stderr and not (tmp_path / "k").exists()
+    beyond = CliRunner().invoke(app, [*args, "--allow-beyond", "--out", str(tmp_path / "c")])
     assert beyond.exit_code == 0, beyond.output
-    assert "beyond what median is built to withstand (at most 2" in " ".join(beyond.stderr.split())
+    assert "expect it to fail" in " ".join(beyond.stderr.split())
 
 
 def test_cli_fl_simulate_with_dp_reports_epsilon(tmp_path):

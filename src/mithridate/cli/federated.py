@@ -20,9 +20,9 @@ app.add_typer(fl_app, name="fl")
 @fl_app.command("simulate")
 def simulate_cmd(
     out: Annotated[Path, typer.Option("--out", help="Folder for results.json and accuracy.png.")],
-    aggregator: Annotated[str, typer.Option(help="Aggregation rule: default, mean, median, trimmed_mean, krum, "
-                                            "multi_krum, bulyan, geometric_median, centered_clipping, "
-                                            "norm_bound, fltrust, nnm_<rule>.")] = "default",
+    aggregator: Annotated[str, typer.Option(help="Aggregation rule: default (screened_mean), mean, median, "
+                                            "trimmed_mean, krum, multi_krum, bulyan, geometric_median, "
+                                            "centered_clipping, norm_bound, fltrust, nnm_<rule>.")] = "default",
     attack: Annotated[str, typer.Option(help="Malicious clients: none, label_flip, targeted_flip, sign_flip, "
                                         "gaussian, alie, ipm, min_max, min_sum, backdoor.")] = "none",
     malicious: Annotated[float, typer.Option(help="Share of malicious clients.")] = 0.2,
@@ -39,6 +39,8 @@ def simulate_cmd(
     dropout: Annotated[float, typer.Option(help="With --secure: share of clients that drop each round.")] = 0.0,
     dataset: Annotated[str, typer.Option(help="Image demo dataset.")] = "digits",
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    allow_beyond: Annotated[bool, typer.Option(help="Train even when the malicious share is beyond what the rule "
+                                               "is built to withstand (a red-team demonstration).")] = False,
 ) -> None:
     """Simulate federated training on digits with malicious clients; print accuracy and attack success per
     round; write OUT/results.json (final_accuracy, attack_success_rate, epsilon, per-round history) and
@@ -62,9 +64,12 @@ def simulate_cmd(
             rule = make_aggregator(name, **agg_options)
             n_bad, most = round(malicious * clients), rule.max_malicious(clients)
             if n_bad > most:
-                console.print(f"note: {n_bad} malicious clients of {clients} is beyond what {rule.name} is built to "
-                              f"withstand (at most {most}: {rule.requirement()}); expect it to fail",
-                              highlight=False)
+                beyond = (f"{n_bad} malicious clients of {clients} is beyond what {rule.name} is built to withstand "
+                          f"(at most {most}: {rule.requirement()})")
+                if not allow_beyond:
+                    raise MithridateError(f"{beyond}: choose a rule that tolerates more, fewer malicious clients, "
+                                          "or --allow-beyond to watch it fail")
+                console.print(f"note: {beyond}; expect it to fail", highlight=False)
         dp = None
         if dp_epsilon is not None:
             dp = ClientDP(dp_epsilon, dp_delta, clip=dp_clip, adaptive_clip=dp_adaptive_clip, random_state=seed)

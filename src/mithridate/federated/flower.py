@@ -73,8 +73,9 @@ class RobustStrategy(FedAvg):
     """``FedAvg`` whose ``aggregate_train`` runs a robust rule (plus reputation and DP) on client updates.
 
     ``aggregator``: a name for :func:`~mithridate.federated.make_aggregator` or an :class:`Aggregator`.
-    ``aggregator_options``: its settings (``num_malicious``, ...). ``reputation``: on by default for the
-    ``default`` rule. ``dp``: a :class:`ClientDP`, prepared for ``num_rounds`` rounds of
+    ``aggregator_options``: its settings (``num_malicious``, ...). ``reputation``: off by default (it
+    excludes clients far from the aggregate, and with non-IID data those are often honest clients with
+    unusual data). ``dp``: a :class:`ClientDP`, prepared for ``num_rounds`` rounds of
     ``expected_clients`` clients. Other keyword arguments go to ``FedAvg``.
     """
 
@@ -86,7 +87,7 @@ class RobustStrategy(FedAvg):
         self.aggregator = (make_aggregator(aggregator, **(aggregator_options or {}))
                            if isinstance(aggregator, str) else aggregator)
         if reputation is None:
-            reputation = self.aggregator.name == "default" and dp is None
+            reputation = False
         self.reputation = Reputation() if reputation is True else (reputation or None)
         if self.reputation is not None and dp is not None:
             raise ValueError("reputation reads each client's update to exclude it, which DP cannot account for")
@@ -149,6 +150,10 @@ class RobustStrategy(FedAvg):
                                       **context).aggregate_
         if self.reputation is not None:
             self.reputation.update(nodes[allowed], self.aggregator.suspicion_)
+        screened = getattr(self.aggregator, "screened_", None)  # left out by the rule itself this round
+        if self.dp is None and screened is not None and len(screened) == allowed.sum():
+            allowed[np.flatnonzero(allowed)[screened != ""]] = False
+            self.excluded_[server_round] = nodes[~allowed].tolist()
         arrays = unflatten(agg if direct else base + agg, global_arrays)
         metrics = self.train_metrics_aggr_fn([c for c, ok in zip(contents, allowed, strict=True) if ok],
                                              self.weighted_by_key)

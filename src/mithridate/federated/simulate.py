@@ -147,7 +147,7 @@ class Simulation:
         self.x_test_, self.y_test_ = self.model_.inputs(self.test_.features), np.asarray(self.test_.y)
         target = self.attack_.success_set(self.test_)
         self.asr_ = None if target is None else (self.model_.inputs(target[0].features), target[1])
-        use_rep = (self.agg_.name == "default") if self.reputation is None else self.reputation
+        use_rep = bool(self.reputation)
         if use_rep and (self.dp is not None or self.secure):
             use_rep = False  # reputation reads individual updates: not private, not possible under encryption
         self.rep_ = Reputation() if use_rep else None
@@ -194,8 +194,12 @@ class Simulation:
             if self.rep_ is not None:
                 self.rep_.update(ids[allowed], self.agg_.suspicion_)
             theta = (theta + self.server_lr * agg).astype(np.float32)
+            excluded = ~allowed
+            screened = getattr(self.agg_, "screened_", None)  # left out by the rule itself this round
+            if screened is not None and not self.secure and self.dp is None and len(screened) == allowed.sum():
+                excluded[ids[allowed][screened != ""]] = True
             result = RoundResult(rnd, self.model_.accuracy(theta, self.x_test_, self.y_test_),
-                                 excluded=ids[~allowed].tolist())
+                                 excluded=ids[excluded].tolist())
             if self.asr_ is not None:
                 result.attack_success = float((self.model_.predict(theta, self.asr_[0]) == self.asr_[1]).mean())
             if self.dp is not None:

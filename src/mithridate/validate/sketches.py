@@ -191,7 +191,8 @@ class CoMoments:
     def add(self, values: np.ndarray) -> None:
         x = np.asarray(values, dtype=np.float64)
         if self.shift is None:
-            with np.errstate(invalid="ignore"):
+            with warnings.catch_warnings():  # an all-missing column: its mean is nan, made 0 below
+                warnings.simplefilter("ignore", RuntimeWarning)
                 self.shift = np.nan_to_num(np.nanmean(x, axis=0)) if len(x) else np.zeros(x.shape[1])
         m = (~np.isnan(x)).astype(np.float64)
         x0 = np.nan_to_num(x - self.shift)

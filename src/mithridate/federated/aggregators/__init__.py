@@ -20,12 +20,13 @@ from mithridate.federated.aggregators.mean import Mean
 from mithridate.federated.aggregators.median import Median
 from mithridate.federated.aggregators.nnm import NearestNeighborMixing
 from mithridate.federated.aggregators.norm_bound import NormBound
+from mithridate.federated.aggregators.screened_mean import ScreenedMean
 from mithridate.federated.aggregators.trimmed_mean import TrimmedMean
 
 AGGREGATORS: dict[str, type[Aggregator]] = {
     cls.name: cls
     for cls in (Mean, Median, TrimmedMean, Krum, MultiKrum, Bulyan, GeometricMedian, CenteredClipping,
-                NormBound, FLTrust)
+                NormBound, FLTrust, ScreenedMean)
 }
 #: names ``make_aggregator`` accepts: the rules above, ``default`` and ``nnm_<rule>`` (mixing, then the rule)
 NAMES = ("default", *AGGREGATORS, *(f"nnm_{n}" for n in ("median", "krum", "centered_clipping", "trimmed_mean")))
@@ -41,11 +42,14 @@ def _init_options(cls: type, options: dict) -> dict:
 
 
 def make_aggregator(name: str, **options) -> Aggregator:
-    """An aggregator by name. ``default``: nearest-neighbour mixing, then centered clipping (our recommended
-    combination; ``num_malicious`` and ``tau`` are passed on). ``nnm_<rule>``: mixing in front of ``<rule>``."""
+    """An aggregator by name. ``default``: :class:`ScreenedMean` (chosen by the robustness matrix of
+    ``benchmarks/federated_robustness.py``; see docs/federated.md). ``nnm_<rule>``: nearest-neighbour mixing
+    in front of ``<rule>``."""
     key = name.lower().replace("-", "_")
     if key == "default":
-        key = "nnm_centered_clipping"
+        agg = ScreenedMean(**_init_options(ScreenedMean, options))
+        agg.name = "default"
+        return agg
     if key.startswith("nnm_"):
         inner = key[4:]
         if inner not in AGGREGATORS:
@@ -55,7 +59,7 @@ def make_aggregator(name: str, **options) -> Aggregator:
         outer = {"max_weight_ratio": mwr} if "max_weight_ratio" in options else {}
         then = AGGREGATORS[inner](**_init_options(AGGREGATORS[inner], options))
         agg = NearestNeighborMixing(then, num_malicious=f, **outer)
-        agg.name = "default" if name.lower() == "default" else key
+        agg.name = key
         return agg
     if key not in AGGREGATORS:
         raise AggregationError(f"unknown aggregator {name!r} (choose from {', '.join(NAMES)})")
@@ -65,6 +69,6 @@ def make_aggregator(name: str, **options) -> Aggregator:
 
 __all__ = [
     "AGGREGATORS", "NAMES", "AggregationError", "Aggregator", "Bulyan", "CenteredClipping", "FLTrust",
-    "GeometricMedian", "Krum", "Mean", "Median", "MultiKrum", "NearestNeighborMixing", "NormBound",
+    "GeometricMedian", "Krum", "Mean", "Median", "MultiKrum", "NearestNeighborMixing", "NormBound", "ScreenedMean",
     "TrimmedMean", "bound_weights", "check_updates", "clip_rows", "make_aggregator", "pairwise_sq_distances",
 ]
