@@ -8,7 +8,9 @@ default, as ``mithridate fl simulate`` runs it), for
   round here, so the default list runs ours, ``bulyan``, which gives the same aggregate to the last bit
   (``benchmarks.federated_parity``): ``--rules flower:Bulyan`` runs Flower's), and ``honest_only``: the mean of the
   honest clients' updates, an oracle no rule can know, whose accuracy is the ceiling a defence can reach
-  once the malicious clients' data is lost to training;
+  once the malicious clients' data is lost to training; ``secure:<rule>`` runs ``<rule>`` as
+  ``fl simulate --secure`` does (the server sees only the sum; ``default`` becomes one-round centered
+  clipping);
 - **attacks**: none, label flip, targeted flip, sign flip, Gaussian, ALIE, IPM, min-max, min-sum and the
   model-replacement backdoor (its attack success after the slash);
 - **malicious share** (10%, 20%, 30%), **heterogeneity** (IID shards, Dirichlet label skew 1.0, 0.5, 0.1),
@@ -91,7 +93,7 @@ class HonestOnly(Aggregator):
 
 
 def run_one(job: tuple) -> dict:
-    from mithridate.federated.simulate import Simulation
+    from mithridate.federated.simulate import Simulation, rule_for
 
     logging.getLogger("flwr").setLevel(logging.ERROR)
     rule, attack, alpha, share, seed, rounds, clients = job
@@ -106,6 +108,9 @@ def run_one(job: tuple) -> dict:
             agg = (HonestOnly(probe.malicious_ids_) if rule == "honest_only" else
                    FlowerRule(rule.split(":")[1], [len(y) for _, y in probe.shards_], len(probe.malicious_ids_)))
             result = Simulation(agg, attack, **options).run()
+        elif rule.startswith("secure:"):  # as fl simulate --secure runs it: the rule that can run there
+            name, agg_options, _ = rule_for(rule.split(":")[1], private=True)
+            result = Simulation(name, attack, secure=True, aggregator_options=agg_options, **options).run()
         else:
             result = Simulation(rule, attack, **options).run()
     except AggregationError as error:
@@ -217,8 +222,8 @@ def main() -> None:
     if args.csv:
         args.csv.parent.mkdir(parents=True, exist_ok=True)
         runs.to_csv(args.csv, index=False)
-    print(f"Final accuracy (/ backdoor success) on digits, {args.clients} clients, {args.rounds} rounds, "
-          f"seeds {seeds}; cells are means over seeds. ({time.perf_counter() - t0:.0f} s)")
+    print(f"Final accuracy (/ attack success: targeted flip, backdoor) on digits, {args.clients} clients, "
+          f"{args.rounds} rounds, seeds {seeds}; cells are means over seeds. ({time.perf_counter() - t0:.0f} s)")
     print(tables(runs, rules, attacks))
     if "default" in rules:
         print(bars(runs))
