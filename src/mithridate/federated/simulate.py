@@ -127,8 +127,11 @@ class Simulation:
             raise MithridateError("the simulator's model takes image data (such as digits)")
         rng = np.random.default_rng(self.seed)
         train, self.test_ = split(ds, test_size=0.25, seed=self.seed)
-        self.agg_ = (make_aggregator(self.aggregator, **self.aggregator_options)
-                     if isinstance(self.aggregator, str) else self.aggregator)
+        if isinstance(self.aggregator, str):
+            name, options, _ = rule_for(self.aggregator, private=self.dp is not None or self.secure)
+            self.agg_ = make_aggregator(name, **{**options, **self.aggregator_options})
+        else:
+            self.agg_ = self.aggregator
         self.attack_ = (make_client_attack(self.attack, random_state=self.seed, **self.attack_options)
                         if isinstance(self.attack, str) else self.attack)
         if self.agg_.name == "fltrust":

@@ -5,7 +5,8 @@ Only rules that are linear in what clients send can run under encryption (see ``
 ``mean`` and ``norm_bound`` (each client clips its own update to ``clip``), and ``centered_clipping`` with
 one iteration (each client clips its deviation from the public center, last round's aggregate). Median,
 trimmed mean, Krum, Bulyan, geometric median, FLTrust, NNM and reputation need individual updates, which is
-exactly what secure aggregation hides: they are refused.
+exactly what secure aggregation hides: they are refused. Without a fixed bound (``tau`` / ``max_norm``
+``None``) and without DP, the bound is the median norm, found each round by a :meth:`SecureRound.census`.
 
 With DP, each client adds Gaussian noise of standard deviation ``z * clip / sqrt(t)`` before masking (``t``
 the threshold: a round that completes has at least ``t`` survivors), so the sum carries at least the noise
@@ -21,15 +22,19 @@ from mithridate.federated.aggregators import Aggregator, CenteredClipping, Mean,
 from mithridate.federated.dp import ClientDP
 from mithridate.federated.secagg.protocol import SecAggClient, SecAggServer, plan
 
+#: the census thresholds, as multiples of the current bound: 1/16x to 11x in steps of sqrt(2)
+CENSUS_STEPS = 2.0 ** (np.arange(-8, 8) / 2)
 
-def secure_clip(aggregator: Aggregator, default_clip: float) -> tuple[float, bool]:
-    """The L2 bound clients apply, and whether it is around a center; raises for non-linear rules."""
+
+def secure_clip(aggregator: Aggregator, default_clip: float) -> tuple[float | None, bool]:
+    """The L2 bound clients apply (``None``: the median norm, found by a census each round), and whether it
+    is around a center; raises for non-linear rules."""
     if isinstance(aggregator, CenteredClipping):
         if aggregator.iterations != 1:
             raise MithridateError("centered_clipping over secure aggregation needs iterations=1")
-        return (aggregator.tau or default_clip), True
+        return aggregator.tau, True
     if isinstance(aggregator, NormBound):
-        return (aggregator.max_norm or default_clip), False
+        return aggregator.max_norm, False
     if isinstance(aggregator, Mean):
         return default_clip, False
     raise MithridateError(
@@ -42,23 +47,21 @@ class SecureRound:
 
     def __init__(self, aggregator: Aggregator, n_clients: int, dropout: float = 0.0, dp: ClientDP | None = None,
                  clip: float = 1.0, value_bits: int = 16, seed: int = 0):
-        self.clip_, self.centered_ = secure_clip(aggregator, dp.clip if dp is not None else clip)
+        bound, self.centered_ = secure_clip(aggregator, dp.clip if dp is not None else clip)
+        self.census_ = bound is None and dp is None
+        self.clip_ = clip if bound is None else bound
+        self.tau_ = self.clip_  # the census's starting guess
         self.aggregator, self.n_clients, self.dropout, self.dp = aggregator, n_clients, dropout, dp
         self.value_bits = value_bits
         self.center_ = None
         self._rng = np.random.default_rng(seed)
         self.log_: list[dict] = []
 
-    def aggregate(self, updates: np.ndarray, rnd: int) -> np.ndarray:
-        n, d = updates.shape
-        clip = self.dp.clip_ if self.dp is not None else self.clip_
-        pl = plan(n, d, clip, dropout=self.dropout, value_bits=self.value_bits)
-        if self.dp is not None:
-            sigma = self.dp.update_noise_multiplier_ * clip / np.sqrt(pl.threshold)
-            pl = plan(n, d, clip, dropout=self.dropout, value_bits=self.value_bits, noise_std=sigma)
-        x = np.asarray(updates, dtype=np.float64)
-        if self.centered_ and self.center_ is not None:
-            x = x - self.center_
+    def _secure_sum(self, x: np.ndarray, clip: float, noise_std: float = 0.0) -> tuple[np.ndarray, int, dict]:
+        """One run of the protocol over the rows of ``x`` (with this round's dropouts): the sum of the
+        survivors' clipped rows, their number, and what the log keeps."""
+        n, d = x.shape
+        pl = plan(n, d, clip, dropout=self.dropout, value_bits=self.value_bits, noise_std=noise_std)
         drops = self._rng.random(n) < self.dropout
         before = drops & (self._rng.random(n) < 0.5)
         after = drops & ~before
@@ -70,9 +73,32 @@ class SecureRound:
         survivors, dropped = server.collect_masked(masked)
         total, count = server.finish({c.cid: c.unmask(survivors, dropped) for c in clients
                                       if c.cid in survivors and not after[c.cid]})
-        self.log_.append({"round": rnd, "survivors": count, "dropped_before": int(before.sum()),
-                          "dropped_after": int(after.sum()), "degree": pl.degree, "threshold": pl.threshold,
-                          "bits": pl.bits})
+        return total, count, {"survivors": count, "dropped_before": int(before.sum()),
+                              "dropped_after": int(after.sum()), "degree": pl.degree, "threshold": pl.threshold,
+                              "bits": pl.bits}
+
+    def census(self, x: np.ndarray) -> float:
+        """The median row norm to within a factor sqrt(2), from a secure sum of each client's bits "my norm
+        is at most t" over a grid of thresholds t around the last bound: the server learns how many clients
+        lie within each threshold, nothing about any one of them. A lying client moves each count by one,
+        so while f < n/2 the result stays between honest norms."""
+        grid = self.tau_ * CENSUS_STEPS
+        bits = (np.linalg.norm(x, axis=1)[:, None] <= grid[None, :]).astype(np.float64)
+        counts, survivors, _ = self._secure_sum(bits, clip=float(np.sqrt(len(grid))))
+        within = np.flatnonzero(np.round(counts) >= survivors / 2)
+        self.tau_ = float(grid[within[0]] if len(within) else grid[-1])
+        return self.tau_
+
+    def aggregate(self, updates: np.ndarray, rnd: int) -> np.ndarray:
+        x = np.asarray(updates, dtype=np.float64)
+        if self.centered_ and self.center_ is not None:
+            x = x - self.center_
+        clip = self.dp.clip_ if self.dp is not None else (self.census(x) if self.census_ else self.clip_)
+        noise = 0.0
+        if self.dp is not None:
+            noise = self.dp.update_noise_multiplier_ * clip / np.sqrt(plan(*x.shape, clip, self.dropout).threshold)
+        total, count, entry = self._secure_sum(x, clip, noise)
+        self.log_.append({"round": rnd, **entry, "census": 2 if self.census_ else 1, "clip": clip})
         if self.dp is not None:
             if self.centered_ and self.center_ is not None:
                 self.dp.center_ = self.center_
