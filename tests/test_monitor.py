@@ -140,3 +140,39 @@ def test_replay_cli_refuses_bad_input_with_one_line(credit, tmp_path, args, mess
     assert res.exit_code == 2
     assert message in res.stderr and len(res.stderr.strip().splitlines()) == 1
     assert (tmp_path / "stream.csv").read_bytes() == before and not (tmp_path / "out").exists()
+
+
+def test_backdoor_trigger_traffic_is_caught_by_the_tail_charts():
+    """Real digits: from event 300 on, 5% of the traffic carries a BadNets patch. The tail-rate charts
+    see the patch's pixels turn extreme more often; the mean charts alone, values capped, are slower."""
+    from mithridate.attacks import PatchTrigger
+    from mithridate.data import demo
+
+    ds = demo("digits")
+    order = np.random.default_rng(0).permutation(ds.n_rows)
+    reference = np.asarray(ds.features, float).reshape(ds.n_rows, -1)[order[:900]]
+    live = ds.take(order[900:])
+    clean = np.asarray(live.features, float).reshape(live.n_rows, -1)
+    stamped = PatchTrigger(target=0, rate=0.999, random_state=0).poison(live.take(np.flatnonzero(live.y != 0)))
+    triggered = np.asarray(stamped.dataset.features, float).reshape(stamped.dataset.n_rows, -1)
+    patch = np.flatnonzero((triggered != np.asarray(live.take(np.flatnonzero(live.y != 0)).features, float)
+                            .reshape(len(triggered), -1)).any(axis=0))
+
+    def delays(bank: CusumBank, tails: bool) -> list[int]:
+        rng, out, state = np.random.default_rng(1), [], bank.state()
+        while len(out) < 15:
+            rows = clean[rng.integers(len(clean), size=3000)]
+            hit = (np.arange(3000) >= 300) & (rng.random(3000) < 0.05)
+            rows[hit] = triggered[rng.integers(len(triggered), size=hit.sum())]
+            alarms = load_state(state).update(rows)
+            if alarms and alarms[0].event < 300:
+                continue  # a false alarm before the onset: draw again
+            out.append(alarms[0].event - 299 if alarms else 3000)
+            if alarms and tails:
+                assert "rate of" in alarms[0].signal and int(alarms[0].signal.split()[2][1:]) in patch
+        return out
+
+    with_tails = delays(CusumBank(ert=1000, random_state=0).fit(reference), tails=True)
+    means_only = delays(CusumBank(ert=1000, tail=None, random_state=0).fit(reference), tails=False)
+    assert np.median(with_tails) < 200  # measured 74 (1% of traffic: 664; 20%: 23)
+    assert np.median(with_tails) < np.median(means_only) / 2  # means only measured 659

@@ -23,10 +23,12 @@ from mithridate.errors import MithridateError
 
 
 def first_passages(running_max: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray]:
-    """Per stream: the first step (1-based) whose running maximum reaches ``threshold``, and whether it did."""
-    reached = running_max >= threshold
-    hit = reached[:, -1]
-    return np.where(hit, reached.argmax(axis=1) + 1, running_max.shape[1]), hit
+    """Per stream: the first step (1-based) whose running maximum reaches ``threshold``, and whether it did
+    (each row is non-decreasing, so a binary search per stream finds it)."""
+    length = running_max.shape[1]
+    times = np.array([np.searchsorted(row, threshold, side="left") for row in running_max]) + 1
+    hit = times <= length
+    return np.minimum(times, length), hit
 
 
 def mean_run_length(running_max: np.ndarray, threshold: float) -> float:
@@ -35,7 +37,7 @@ def mean_run_length(running_max: np.ndarray, threshold: float) -> float:
     return float(times.sum() / max(int(hit.sum()), 1)) if hit.any() else float("inf")
 
 
-def threshold_for_ert(running_max: np.ndarray, ert: float, tolerance: float = 0.01) -> float:
+def threshold_for_ert(running_max: np.ndarray, ert: float, tolerance: float = 0.005) -> float:
     """The threshold whose mean run length over the simulated streams is ``ert`` (bisection; the mean run
     length grows with the threshold)."""
     if ert < 1:
@@ -54,4 +56,40 @@ def threshold_for_ert(running_max: np.ndarray, ert: float, tolerance: float = 0.
     return hi
 
 
-__all__ = ["first_passages", "mean_run_length", "threshold_for_ert"]
+def joint_thresholds(paths: list[np.ndarray], ert: float) -> list[float]:
+    """One threshold per detector of a bank, run on the same simulated streams, such that the bank (an alarm
+    when any detector reaches its threshold) has mean run length ``ert``. Each detector gets the threshold
+    of the same marginal run length ``c * ert``, ``c`` found by bisection between 1 and the number of
+    detectors: the dependence between detectors is kept, not assumed away.
+
+    >>> rng = np.random.default_rng(1)
+    >>> a = np.maximum.accumulate(rng.exponential(size=(200, 3000)), axis=1)
+    >>> b = np.maximum.accumulate(rng.exponential(size=(200, 3000)), axis=1)
+    >>> ha, hb = joint_thresholds([a, b], ert=100)
+    >>> joint = np.minimum(first_passages(a, ha)[0], first_passages(b, hb)[0])
+    >>> bool(85 < joint.mean() < 118)
+    True
+    """
+    if len(paths) == 1:
+        return [threshold_for_ert(paths[0], ert)]
+
+    def bank(c: float) -> tuple[list[float], float]:
+        hs = [threshold_for_ert(p, c * ert) for p in paths]
+        passages = [first_passages(p, h) for p, h in zip(paths, hs, strict=True)]
+        times = np.min([t for t, _ in passages], axis=0)
+        hits = np.any([h for _, h in passages], axis=0)
+        return hs, float(times.sum() / max(int(hits.sum()), 1))
+
+    lo, hi = 1.0, float(len(paths))
+    for _ in range(30):
+        mid = (lo + hi) / 2
+        if bank(mid)[1] < ert:
+            lo = mid
+        else:
+            hi = mid
+        if hi - lo < 0.005:
+            break
+    return bank(hi)[0]
+
+
+__all__ = ["first_passages", "joint_thresholds", "mean_run_length", "threshold_for_ert"]

@@ -12,8 +12,8 @@ one-hot levels).
 >>> shifted = wine.assign(alcohol=wine["alcohol"] + 1.5)
 >>> pd.concat([wine, shifted]).to_csv(folder / "stream.csv", index=False)
 >>> result = replay(folder / "stream.csv", profile, ert=1000)
->>> result.first_alarm_row >= 178, result.alarms[0].signal
-(True, 'mean of alcohol up')
+>>> result.first_alarm_row >= 178, "alcohol" in result.alarms[0].signal
+(True, True)
 """
 
 from __future__ import annotations
