@@ -32,7 +32,8 @@ def first_passages(running_max: np.ndarray, threshold: float) -> tuple[np.ndarra
 
 
 def mean_run_length(running_max: np.ndarray, threshold: float) -> float:
-    """The mean run length at ``threshold``, censored streams included (exponential MLE)."""
+    """The mean run length at ``threshold``, censored streams included: time observed over alarms seen (the
+    exponential maximum-likelihood estimate), which stays unbiased when some streams outlast the simulation."""
     times, hit = first_passages(running_max, threshold)
     return float(times.sum() / max(int(hit.sum()), 1)) if hit.any() else float("inf")
 
@@ -42,7 +43,9 @@ def threshold_for_ert(running_max: np.ndarray, ert: float, tolerance: float = 0.
     length grows with the threshold)."""
     if ert < 1:
         raise MithridateError(f"ert must be at least 1 event, got {ert}")
-    lo, hi = float(running_max[:, 0].min()), float(running_max[:, -1].max())
+    # just above the largest value simulated: no stream alarms there (a chart that never moves, such as a
+    # tail chart over 0/1 columns, gets a threshold it never reaches)
+    lo, hi = float(running_max[:, 0].min()), float(np.nextafter(running_max[:, -1].max(), np.inf))
     if mean_run_length(running_max, hi) < ert:
         raise MithridateError(f"simulated streams of {running_max.shape[1]} events are too short for ert={ert}")
     for _ in range(60):

@@ -51,22 +51,31 @@ from mithridate.monitor.calibrate import joint_thresholds
 
 
 def bootstrap_references(z: np.ndarray, streams: int, tail: float | None, rng: np.random.Generator) -> dict:
-    """What a reference of this size could have been, per simulated stream: the mean, deviation and tail
-    quantiles of a bootstrap replicate of ``z`` (standardised), each (streams, features)."""
+    """What a reference of this size could have been, per simulated stream, each (streams, features): the
+    mean and deviation of a bootstrap replicate of ``z`` (standardised), and tail thresholds whose
+    population coverage is drawn from its exact law. The mass above the ``c+1``-th largest of ``n``
+    values is Beta(c + 1, n - c), whatever the distribution. (A bootstrap cannot draw values beyond the
+    sample's extremes, so it understates how wrong an extreme quantile can be, and long runs alarmed too
+    soon.)"""
     n, d = z.shape
     shift, scale = np.empty((streams, d)), np.empty((streams, d))
-    lo, hi = np.full((streams, d), -np.inf), np.full((streams, d), np.inf)
-    order = np.argsort(z, axis=0, kind="stable") if tail else None
     for b in range(streams):
         counts = np.bincount(rng.integers(n, size=n), minlength=n)
         shift[b] = counts @ z / n
         scale[b] = np.sqrt(np.maximum(counts @ (z - shift[b]) ** 2 / n, 0.0))
-        if tail:
-            for j in range(d):
-                cum = np.cumsum(counts[order[:, j]])
-                lo[b, j] = z[order[np.searchsorted(cum, tail * n), j], j]
-                hi[b, j] = z[order[min(np.searchsorted(cum, (1 - tail) * n), n - 1), j], j]
-    return {"shift": shift, "scale": np.where(scale > 0, scale, 1.0), "lo": lo, "hi": hi}
+    out = {"shift": shift, "scale": np.where(scale > 0, scale, 1.0)}
+    if tail:
+        ordered = np.sort(z, axis=0)
+        hi_ref, lo_ref = np.quantile(z, 1 - tail, axis=0), np.quantile(z, tail, axis=0)
+        above, below = (z > hi_ref).sum(axis=0), (z < lo_ref).sum(axis=0)
+        mass_above = rng.beta(above + 1, np.maximum(n - above, 1), size=(streams, d))
+        mass_below = rng.beta(below + 1, np.maximum(n - below, 1), size=(streams, d))
+        cols = np.arange(d)
+        out["hi"] = ordered[np.clip(np.ceil((1 - mass_above) * n).astype(int) - 1, 0, n - 1), cols]
+        out["lo"] = ordered[np.clip(np.floor(mass_below * n).astype(int), 0, n - 1), cols]
+    else:
+        out["hi"], out["lo"] = np.full((streams, d), np.inf), np.full((streams, d), -np.inf)
+    return out
 
 
 def bank_paths(z: np.ndarray, k: float, cap: float, tails: dict | None, streams: int, length: int,
@@ -116,7 +125,7 @@ class CusumBank(Monitor):
     name = "cusum"
 
     def __init__(self, ert: float = 1000, shift: float = 0.5, cap: float = 4.0, tail: float | None = 0.001,
-                 tail_ratio: float = 10.0, streams: int = 200, random_state: int = 0):
+                 tail_ratio: float = 10.0, streams: int = 400, random_state: int = 0):
         self.ert, self.shift, self.cap, self.tail, self.tail_ratio = ert, shift, cap, tail, tail_ratio
         self.streams, self.random_state = streams, random_state
 
@@ -140,8 +149,8 @@ class CusumBank(Monitor):
         z = np.nan_to_num((x[:, keep] - self.mean_) / self.std_)
         tails = None
         if self.tail is not None:
-            # at least 10 reference rows beyond each quantile: a sample's extremes say little of the population's
-            self.tail_ = min(0.25, max(self.tail, 10 / len(z)))
+            # at least 50 reference rows beyond each quantile: a sample's extremes say little of the population's
+            self.tail_ = min(0.25, max(self.tail, 50 / len(z)))
             self.lo_, self.hi_ = np.quantile(z, self.tail_, axis=0), np.quantile(z, 1 - self.tail_, axis=0)
             tails = {"tail": self.tail_, "up": bernoulli_increments(z > self.hi_, len(z), self.tail_ratio),
                      "down": bernoulli_increments(z < self.lo_, len(z), self.tail_ratio)}
