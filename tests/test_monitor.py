@@ -220,3 +220,36 @@ def test_a_backdoored_models_outputs_alone_show_the_triggered_traffic():
         signals.append(alarms[0].signal if alarms else "")
     assert np.median(delays) < 120  # measured 33 (5% of the traffic: 227)
     assert sum("pred=0 " in s and s.endswith(" up") for s in signals) >= 8  # the target class's share rose
+
+
+def test_error_rate_chart_on_a_real_model_keeps_its_ert_and_sees_a_concept_shift():
+    """A model trained on 5,000 real diamonds predicts their cut; its errors on a 3,000-row verified
+    hold-out are the reference. Null streams are its errors on the other diamonds; from event 300 on, one
+    class's meaning moves (Premium diamonds relabelled Ideal), which only the error rate can show."""
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    from mithridate.monitor import ErrorRate
+    from mithridate.represent import TableEncoder
+
+    data = table("diamonds")
+    rows = np.random.default_rng(0).permutation(data.n_rows)
+    encoder = TableEncoder().fit(data.features.iloc[rows[:5000]])
+    x = encoder.transform(data.features)
+    model = HistGradientBoostingClassifier(max_iter=60, random_state=0).fit(x[rows[:5000]], data.y[rows[:5000]])
+    wrong = (model.predict(x) != data.y).astype(float)
+    chart = ErrorRate(ert=400, random_state=0).fit(wrong[rows[5000:8000]])
+    pool = rows[8000:]
+    rng, lengths = np.random.default_rng(1), []
+    for _ in range(80):
+        alarms = load_state(chart.state()).update(wrong[rng.choice(pool, 4000)])
+        lengths.append(alarms[0].event + 1 if alarms else 4000)
+    assert 0.65 * 400 < np.mean(lengths) < 1.5 * 400
+    classes = list(data.classes)
+    moved = np.where(data.y == classes.index("Premium"), classes.index("Ideal"), data.y)
+    wrong_after = (model.predict(x) != moved).astype(float)
+    delays = []
+    for _ in range(20):
+        stream = np.concatenate([wrong[rng.choice(pool, 300)], wrong_after[rng.choice(pool, 2000)]])
+        alarms = [a for a in load_state(chart.state()).update(stream) if a.event >= 300]
+        delays.append(alarms[0].event - 299 if alarms else 2000)
+    assert np.median(delays) < 100

@@ -171,7 +171,7 @@ def test_monitor_protocol(name):
     monitor = cls(ert=200, random_state=0)
     given = config(monitor)
     rng = np.random.default_rng(0)
-    reference, stream = rng.normal(size=(500, 3)), rng.normal(size=(600, 3)) + np.array([0.0, 1.0, 0.0])
+    reference, stream = cls.example(rng)
     kept = stream.copy()
     monitor.fit(reference)
     assert np.isfinite(monitor.threshold_)

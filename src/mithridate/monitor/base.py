@@ -66,6 +66,12 @@ class Monitor(BaseEstimator, ABC):
     def _restore(self, learned: dict) -> None:
         """The inverse of :meth:`_learned`."""
 
+    @staticmethod
+    def example(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """A reference and a 600-event stream that shifts, of the kind this monitor reads (for the
+        protocol check every registered monitor passes)."""
+        return rng.normal(size=(500, 3)), rng.normal(size=(600, 3)) + np.array([0.0, 1.0, 0.0])
+
     def _check_fitted(self) -> None:
         if not hasattr(self, "threshold_"):
             raise MonitorError(f"{self.name}: fit it on a reference before update")

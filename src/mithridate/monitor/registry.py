@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from mithridate.monitor.base import Monitor
 from mithridate.monitor.cusum import CusumBank
+from mithridate.monitor.error_rate import ErrorRate
 
-MONITORS: dict[str, type[Monitor]] = {cls.name: cls for cls in (CusumBank,)}
+MONITORS: dict[str, type[Monitor]] = {cls.name: cls for cls in (CusumBank, ErrorRate)}
 
 __all__ = ["MONITORS"]
