@@ -80,3 +80,17 @@ def test_without_attack_the_default_costs_nothing(alpha):
     ours = simulate("default", "none", clients=20, rounds=ROUNDS, alpha=alpha, seed=0).final_accuracy
     fedavg = simulate("mean", "none", clients=20, rounds=ROUNDS, alpha=alpha, seed=0).final_accuracy
     assert ours >= fedavg - 0.02
+
+
+def test_a_zero_or_reversed_round_does_not_lock_the_rule_up():
+    """A round whose aggregate is zero (or whose honest updates all point against the last aggregate) left a
+    zero reference: every later update had cosine 0 and was screened, so training stopped for good."""
+    rng = np.random.default_rng(4)
+    honest = _heterogeneous(rng)
+    rule = make_aggregator("default")
+    rule(honest)
+    rule(-honest)  # the honest updates all reverse (an overshoot): nothing passes the direction screen
+    rule(np.zeros_like(honest))  # a round of zero updates
+    after = rule(honest)
+    assert np.linalg.norm(after) > 0.5 * np.linalg.norm(honest.mean(axis=0))
+    assert (rule.screened_ == "").sum() >= len(honest) // 2

@@ -174,3 +174,23 @@ def test_secure_sign_flipping_is_held_off_by_the_census_bound():
     census = simulate("default", "sign_flip", **options).final_accuracy
     fixed = simulate("default", "sign_flip", aggregator_options={"tau": 1.0}, **options).final_accuracy
     assert census > 0.55 and census > fixed + 0.3  # measured 0.631 against 0.187
+
+
+def test_clients_lying_in_the_census_cannot_loosen_the_bound_past_the_configured_clip():
+    """A client that deviates from the protocol can add -1 for every threshold. With a quarter of the
+    clients doing so no threshold reached half the survivors, the bound jumped to the grid's top, and it
+    grew elevenfold every round (reported in review)."""
+    from mithridate.federated.aggregators import CenteredClipping
+    from mithridate.federated.secagg.simulate import SecureRound
+
+    class Liars(SecureRound):
+        def census_bits(self, x, grid):
+            bits = super().census_bits(x, grid)
+            bits[:6] = -1.0
+            return bits
+
+    rng = np.random.default_rng(0)
+    rule = Liars(CenteredClipping(iterations=1), 20, clip=1.0, seed=0)
+    for rnd in range(1, 6):
+        rule.aggregate(rng.normal(0, 0.03, size=(20, 50)), rnd)
+        assert rule.tau_ <= 1.0

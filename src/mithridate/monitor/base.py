@@ -101,8 +101,11 @@ def load_state(state: dict | str | Path) -> Monitor:
     name = state.get("monitor")
     if name not in MONITORS:
         raise MonitorError(f"unknown monitor {name!r} in the state (known: {', '.join(MONITORS)})")
-    monitor = MONITORS[name](**state.get("params", {}))
-    monitor._restore(state["learned"])
+    try:
+        monitor = MONITORS[name](**state.get("params", {}))
+        monitor._restore(state["learned"])
+    except (KeyError, TypeError, ValueError) as error:
+        raise MonitorError(f"the {name} state is incomplete or altered ({type(error).__name__}: {error})") from None
     return monitor
 
 

@@ -73,6 +73,12 @@ def bootstrap_references(z: np.ndarray, streams: int, tail: float | None, rng: n
         cols = np.arange(d)
         out["hi"] = ordered[np.clip(np.ceil((1 - mass_above) * n).astype(int) - 1, 0, n - 1), cols]
         out["lo"] = ordered[np.clip(np.floor(mass_below * n).astype(int), 0, n - 1), cols]
+        # the Beta law is for continuous values: where the threshold sits among tied values (0/1 indicators,
+        # counts) a drawn position lands on the tie and the rate jumps; there the reference rate stands
+        tied_hi = ordered[np.maximum(n - above - 1, 0), cols] == ordered[np.maximum(n - above - 2, 0), cols]
+        tied_lo = ordered[np.minimum(below, n - 1), cols] == ordered[np.minimum(below + 1, n - 1), cols]
+        out["hi"][:, tied_hi] = hi_ref[tied_hi]
+        out["lo"][:, tied_lo] = lo_ref[tied_lo]
     else:
         out["hi"], out["lo"] = np.full((streams, d), np.inf), np.full((streams, d), -np.inf)
     return out
@@ -140,6 +146,7 @@ class CusumBank(Monitor):
         names = [f"x{j}" for j in range(x.shape[1])] if names is None else [str(n) for n in names]
         if len(names) != x.shape[1]:
             raise MonitorError(f"{len(names)} names for {x.shape[1]} features")
+        self.n_features_in_ = x.shape[1]
         mean, std = np.nanmean(x, axis=0), np.nanstd(x, axis=0)
         keep = np.isfinite(std) & (std > 0)
         if not keep.any():
@@ -156,6 +163,9 @@ class CusumBank(Monitor):
                      "down": bernoulli_increments(z < self.lo_, len(z), self.tail_ratio)}
             self.up_steps_, self.down_steps_ = np.array(tails["up"]), np.array(tails["down"])
         length = int(max(400, 4 * self.ert * (1 if tails is None else 2)))
+        if self.streams * length * (1 if tails is None else 2) > 4e8:
+            raise MonitorError(f"calibrating to ert={self.ert:g} with {self.streams} streams would simulate "
+                               f"{self.streams * length:,} events: choose an ert of at most 100,000")
         paths = bank_paths(z, self.shift / 2, self.cap, tails, self.streams, length,
                            np.random.default_rng(self.random_state))
         self.thresholds_ = joint_thresholds(paths, self.ert)
@@ -167,10 +177,11 @@ class CusumBank(Monitor):
     def update(self, batch: np.ndarray) -> list[Alarm]:
         self._check_fitted()
         x = np.asarray(batch, dtype=np.float64)
-        if x.ndim == 1:
-            x = x[None, :]
-        if x.shape[1] <= self.columns_.max():
-            raise MonitorError(f"events have {x.shape[1]} features; the reference had {self.columns_.max() + 1}")
+        if x.ndim < 2:  # one feature: a list of events; several: one event
+            x = x.reshape(-1, 1) if self.n_features_in_ == 1 else x.reshape(1, -1)
+        if x.ndim != 2 or (x.shape[1] != self.n_features_in_ and len(x)):
+            raise MonitorError(f"events must have the reference's {self.n_features_in_} features, got shape "
+                               f"{x.shape}")
         raw = np.nan_to_num((x[:, self.columns_] - self.mean_) / self.std_)
         z = np.clip(raw, -self.cap, self.cap) - self.shift / 2  # the mean charts' steps, up (down: -z - shift)
         tails = self.tail is not None
@@ -209,7 +220,8 @@ class CusumBank(Monitor):
         return Alarm(event, self.name, text.format(self.names_[j]), float(sums[j]), float(h))
 
     def _learned(self) -> dict:
-        out = {"names": self.names_, "mean": self.mean_.tolist(), "std": self.std_.tolist(),
+        out = {"features": self.n_features_in_, "names": self.names_, "mean": self.mean_.tolist(),
+               "std": self.std_.tolist(),
                "columns": self.columns_.tolist(), "thresholds": list(map(float, self.thresholds_)),
                "pos": self.pos_.tolist(), "neg": self.neg_.tolist(), "up": self.up_.tolist(),
                "down": self.down_.tolist(), "events": self.events_}
@@ -220,6 +232,7 @@ class CusumBank(Monitor):
         return out
 
     def _restore(self, learned: dict) -> None:
+        self.n_features_in_ = int(learned["features"])
         self.names_ = list(learned["names"])
         self.mean_, self.std_ = np.asarray(learned["mean"], float), np.asarray(learned["std"], float)
         self.columns_ = np.asarray(learned["columns"], dtype=np.int64)

@@ -67,8 +67,9 @@ class ErrorRate(Monitor):
 
     @staticmethod
     def _errors(values) -> np.ndarray:
-        e = np.asarray(values, dtype=np.float64).reshape(len(values), -1)
-        if e.shape[1] != 1 or not np.isin(e, (0.0, 1.0)).all():
+        e = np.asarray(values, dtype=np.float64)
+        e = e.reshape(-1, 1) if e.ndim < 2 else e
+        if e.ndim != 2 or e.shape[1] != 1 or not np.isin(e, (0.0, 1.0)).all():
             raise MonitorError("error_rate reads one column of 0/1 values: 1 where the prediction was wrong")
         return e[:, 0]
 
@@ -79,6 +80,9 @@ class ErrorRate(Monitor):
         if not 0 < self.rise < 1:
             raise MonitorError(f"rise must be in (0, 1), got {self.rise}")
         self.n_, self.wrong_ = len(e), int(e.sum())
+        if self.wrong_ > 0.9 * self.n_:
+            raise MonitorError(f"the reference is wrong {self.wrong_ / self.n_:.0%} of the time: pass 1 where the "
+                               "prediction was wrong, not where it was right")
         p0 = (self.wrong_ + 0.5) / (self.n_ + 1)
         p1 = min(p0 + self.rise, 0.999)
         self.rate_ = self.wrong_ / self.n_
@@ -86,6 +90,8 @@ class ErrorRate(Monitor):
         if not 0 < self.guarantee < 1:
             raise MonitorError(f"guarantee must be in (0, 1), got {self.guarantee}")
         worst = float(beta.ppf(self.guarantee, self.wrong_ + 1, self.n_ - self.wrong_ + 1))
+        if self.streams * 4 * self.ert > 4e8:
+            raise MonitorError(f"ert={self.ert:g} is too long to calibrate here: choose at most 100,000")
         paths = error_paths(worst, self.steps_, self.streams, int(max(400, 4 * self.ert)),
                             np.random.default_rng(self.random_state))
         self.threshold_ = threshold_for_ert(paths, self.ert)
@@ -94,7 +100,7 @@ class ErrorRate(Monitor):
 
     def update(self, batch) -> list[Alarm]:
         self._check_fitted()
-        e = self._errors(np.atleast_1d(batch))
+        e = self._errors(batch)
         steps = np.where(e > 0, *self.steps_)
         alarms, s = [], self.sum_
         for i, step in enumerate(steps):

@@ -11,7 +11,8 @@ clients to look alike (so it holds when their data differ, which the distance-ba
    (the insight of FoolsGold; Fung, Yoon & Beschastnikh 2020).
 3. **Direction.** An update whose cosine with the reference is at most ``min_cosine`` (0) is left out: the
    reference is the previous round's aggregate (the server's momentum, as in centered clipping,
-   Karimireddy, He & Jaggi 2021), or in the first round the coordinate-wise median of one update per group.
+   Karimireddy, He & Jaggi 2021), or in the first round (and whenever no update agrees with the
+   reference, or it is zero) the coordinate-wise median of one update per group.
    Sign flips, IPM and label-flipping clients point away from where the honest majority is going.
 
 Then the admitted updates are averaged with the bounded example-count weights. Without an attack no
@@ -101,13 +102,18 @@ class ScreenedMean(Aggregator):
         groups[sized], first[sized] = duplicate_groups(x[sized], self.duplicate_ratio)
         if reference is None and self.stateful:
             reference = getattr(self, "reference_", None)
-        if reference is None or np.shape(reference) != (x.shape[1],):
-            reference = np.median(x[first], axis=0)  # first round: the median of one update per group
-        reason[(reason == "") & (cosines(x, reference) <= self.min_cosine)] = "direction"
+        median = np.median(x[first], axis=0)  # the first round's reference: one update per group
+        if reference is None or np.shape(reference) != (x.shape[1],) or not np.any(reference):
+            reference = median
+        passed = (reason == "") & (cosines(x, reference) > self.min_cosine)
+        if not passed[sized].any():  # a reference nothing agrees with (an overshoot): start again from the median
+            reference = median
+            passed = (reason == "") & (cosines(x, reference) > self.min_cosine)
+        reason[(reason == "") & ~passed] = "direction"
         weights = np.where(reason == "", w / groups, 0.0)
         agg = (matvec(weights / weights.sum(), x) if weights.sum() > 0 else np.zeros(x.shape[1], x.dtype))
         self.screened_, self.group_sizes_ = reason, groups
-        if self.stateful:
+        if self.stateful and np.any(agg):  # a zero aggregate points nowhere: keep the last reference
             self.reference_ = agg
         return agg
 

@@ -77,16 +77,20 @@ class SecureRound:
                               "dropped_after": int(after.sum()), "degree": pl.degree, "threshold": pl.threshold,
                               "bits": pl.bits}
 
+    def census_bits(self, x: np.ndarray, grid: np.ndarray) -> np.ndarray:
+        """What each client adds to the census: 1 for each threshold its deviation is within."""
+        return (np.linalg.norm(x, axis=1)[:, None] <= grid[None, :]).astype(np.float64)
+
     def census(self, x: np.ndarray) -> float:
         """The median row norm to within a factor sqrt(2), from a secure sum of each client's bits "my norm
         is at most t" over a grid of thresholds t around the last bound: the server learns how many clients
-        lie within each threshold, nothing about any one of them. A lying client moves each count by one,
-        so while f < n/2 the result stays between honest norms."""
+        lie within each threshold, nothing about any one of them. The bound never exceeds the configured
+        ``clip``: clients that lie in the census (the protocol cannot check what they add) can loosen it at
+        most to where it was before the census existed, and a truthful majority keeps it at the median."""
         grid = self.tau_ * CENSUS_STEPS
-        bits = (np.linalg.norm(x, axis=1)[:, None] <= grid[None, :]).astype(np.float64)
-        counts, survivors, _ = self._secure_sum(bits, clip=float(np.sqrt(len(grid))))
+        counts, survivors, _ = self._secure_sum(self.census_bits(x, grid), clip=float(np.sqrt(len(grid))))
         within = np.flatnonzero(np.round(counts) >= survivors / 2)
-        self.tau_ = float(grid[within[0]] if len(within) else grid[-1])
+        self.tau_ = float(min(grid[within[0]] if len(within) else self.clip_, self.clip_))
         return self.tau_
 
     def aggregate(self, updates: np.ndarray, rnd: int) -> np.ndarray:
