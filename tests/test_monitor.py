@@ -288,3 +288,41 @@ def test_batches_of_the_wrong_shape_are_refused_and_empty_ones_accepted():
         ErrorRate().fit(np.ones(100))  # "correct" flags passed for "wrong" ones
     with pytest.raises(MonitorError, match="state"):
         load_state({"monitor": "cusum", "params": {"ert": 100}})
+
+
+def test_replay_watches_the_error_rate_on_rows_whose_label_arrived(tmp_path):
+    """Real diamonds with a model's predicted cut beside their features. From row 2,000 on, Premium
+    diamonds are labelled Ideal (the concept moved; the inputs did not), and a third of the labels have not
+    arrived. The alarm must come from the error rate, at a row after the change."""
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    from mithridate.represent import TableEncoder
+
+    data = table("diamonds")
+    rows = np.random.default_rng(0).permutation(data.n_rows)
+    encoder = TableEncoder().fit(data.features.iloc[rows[:5000]])
+    model = HistGradientBoostingClassifier(max_iter=60, random_state=0).fit(
+        encoder.transform(data.features.iloc[rows[:5000]]), data.y[rows[:5000]])
+    frame = data.features.copy()
+    frame["pred"] = np.asarray(data.classes, dtype=object)[model.predict(encoder.transform(data.features))]
+    frame["cut"] = np.asarray(data.classes, dtype=object)[data.y]
+    frame.iloc[rows[5000:8000]].to_csv(tmp_path / "holdout.csv", index=False)
+    stream = frame.iloc[rows[8000:12000]].reset_index(drop=True)
+    stream.loc[2000:, "cut"] = stream.loc[2000:, "cut"].replace("Premium", "Ideal")
+    stream.loc[::3, "cut"] = None  # not arrived yet
+    stream.to_csv(tmp_path / "stream.csv", index=False)
+    runner = CliRunner()
+    made = runner.invoke(app, ["baseline", str(tmp_path / "holdout.csv"), "--label", "cut", "--out",
+                               str(tmp_path / "base.json")])
+    assert made.exit_code == 0, made.output
+    res = runner.invoke(app, ["monitor", "replay", str(tmp_path / "stream.csv"), "--reference",
+                              str(tmp_path / "base.json"), "--prediction", "pred", "--ert", "2000", "--out",
+                              str(tmp_path / "out")])
+    assert res.exit_code == 0, res.output
+    alarms = pd.read_csv(tmp_path / "out" / "alarms.csv")
+    errors = alarms[alarms["detector"] == "error_rate"]
+    assert len(errors) and 2000 <= errors["row"].iloc[0] < 2300
+    assert stream["cut"].iloc[errors["row"].iloc[0]] is not None  # the alarm sits on a row with a label
+    bad = runner.invoke(app, ["monitor", "replay", str(tmp_path / "stream.csv"), "--reference",
+                              str(tmp_path / "base.json"), "--prediction", "nope", "--out", str(tmp_path / "o2")])
+    assert bad.exit_code == 2 and "nope" in bad.stderr and not (tmp_path / "o2").exists()

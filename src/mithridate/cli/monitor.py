@@ -28,13 +28,17 @@ def replay_cmd(
     ert: Annotated[float, typer.Option(help="Expected number of events between false alarms.")] = 1000,
     shift: Annotated[float, typer.Option(help="Mean shift, in standard deviations, the charts are tuned to "
                                          "detect fastest.")] = 0.5,
+    prediction: Annotated[str | None, typer.Option(help="Column with the model's predicted class, in the baseline "
+                                                   "and the stream: also watch the error rate on the rows whose "
+                                                   "label has arrived.")] = None,
     chunk_rows: Annotated[int, typer.Option(help="Rows read at a time.")] = 10_000,
     seed: Annotated[int, typer.Option(help="Random seed of the calibration.")] = 0,
 ) -> None:
     """Feed STREAM row by row to the default monitor (a per-feature CUSUM bank on the baseline's encoding,
     its threshold calibrated by simulation so false alarms come every ERT events on average) and write
     OUT/alarms.csv (`row,detector,signal,statistic,threshold,severity`) and OUT/summary.json
-    (`first_alarm_row`, `events_per_second`, `ert`, ...). Exit 0 whether or not it alarms: it is a report,
+    (`first_alarm_row`, `events_per_second`, `ert`, ...). With `--prediction`, an error-rate chart reads
+    the rows whose label (the baseline's label column) is filled in. Exit 0 whether or not it alarms: it is a report,
     not a gate. Rows must be in time order and not sorted by any column (sorted rows alarm at once)."""
     from mithridate.data import atomic_path
     from mithridate.monitor.replay import replay
@@ -51,7 +55,7 @@ def replay_cmd(
             raise DataError(f"{stream}: no such file")
         profile = Profile.load(reference)
         with status(f"calibrating to ERT {ert:g} and replaying {stream}") as say:
-            result = replay(stream, profile, ert=ert, shift=shift, chunk_rows=chunk_rows,
+            result = replay(stream, profile, ert=ert, shift=shift, chunk_rows=chunk_rows, prediction=prediction,
                             on_chunk=lambda rows: say(f"{rows:,} rows"), random_state=seed)
     out.mkdir(parents=True, exist_ok=True)
     with atomic_path(out / "alarms.csv") as tmp:

@@ -30,7 +30,9 @@ from mithridate.data.io import read_table
 from mithridate.errors import DataError
 from mithridate.monitor.base import Alarm
 from mithridate.monitor.cusum import CusumBank
-from mithridate.validate.profile import Profile
+from mithridate.monitor.error_rate import ErrorRate
+from mithridate.validate.encoding import label_text
+from mithridate.validate.profile import LABEL, Profile
 
 
 @dataclass
@@ -68,13 +70,31 @@ def reference_matrix(profile: Profile) -> tuple[np.ndarray, list[str]]:
     return profile.encoding.transform(sample.num, sample.cat), profile.encoding.names()
 
 
+def reference_errors(profile: Profile, prediction: str) -> np.ndarray:
+    """1 where the baseline sample's ``prediction`` column differs from its label, else 0."""
+    if profile.label_name is None or LABEL not in profile.sample:
+        raise DataError("the baseline has no label column: make it with --label to watch the error rate")
+    if prediction not in profile.sample:
+        raise DataError(f"the baseline has no column {prediction!r}: include the model's predictions in the data "
+                        "the baseline is made from")
+    truth = np.asarray(profile.classes, dtype=object)[profile.sample[LABEL].to_numpy(dtype=np.int64)]
+    return (label_text(profile.sample[prediction]) != label_text(truth)).astype(float)
+
+
 def replay(stream: str | Path, profile: Profile, ert: float = 1000, shift: float = 0.5, chunk_rows: int = 10_000,
-           on_chunk: Callable[[int], None] | None = None, random_state: int = 0) -> ReplayResult:
-    """Feed ``stream`` row by row to a :class:`CusumBank` fitted on ``profile`` and calibrated to ``ert``;
-    ``on_chunk(rows_read)`` after each chunk (progress)."""
+           prediction: str | None = None, on_chunk: Callable[[int], None] | None = None,
+           random_state: int = 0) -> ReplayResult:
+    """Feed ``stream`` row by row to a :class:`CusumBank` fitted on ``profile``; with ``prediction`` (the
+    column holding the model's predicted class, in the baseline and the stream) also to an
+    :class:`ErrorRate` chart, which reads the rows whose label has arrived (the baseline's label column,
+    non-empty). With both, each is calibrated to twice ``ert``, so together they alarm falsely no more
+    often than every ``ert`` events. ``on_chunk(rows_read)`` after each chunk (progress)."""
     reference, names = reference_matrix(profile)
     t0 = time.perf_counter()
-    monitor = CusumBank(ert=ert, shift=shift, random_state=random_state).fit(reference, names)
+    each = 2 * ert if prediction else ert
+    monitor = CusumBank(ert=each, shift=shift, random_state=random_state).fit(reference, names)
+    chart = ErrorRate(ert=each, random_state=random_state).fit(reference_errors(profile, prediction)) \
+        if prediction else None
     calibration = time.perf_counter() - t0
     alarms: list[Alarm] = []
     t0 = time.perf_counter()
@@ -83,9 +103,19 @@ def replay(stream: str | Path, profile: Profile, ert: float = 1000, shift: float
         if prepared.missing_columns:
             raise DataError(f"{stream}: the stream lacks the baseline's columns "
                             f"{', '.join(prepared.missing_columns[:5])}")
+        start = monitor.events_
         alarms += monitor.update(profile.encoding.transform(prepared.num, prepared.cat))
+        if chart is not None:
+            labels = frame[profile.label_name] if profile.label_name in frame else pd.Series(index=frame.index)
+            arrived = np.flatnonzero(labels.notna().to_numpy() & (label_text(labels) != ""))
+            wrong = label_text(frame[prediction].iloc[arrived]) != label_text(labels.iloc[arrived])
+            first = chart.events_
+            for alarm in chart.update(wrong.astype(float)):
+                alarm.event = start + int(arrived[alarm.event - first])  # the stream's row, not the label count
+                alarms.append(alarm)
         if on_chunk is not None:
             on_chunk(monitor.events_)
+    alarms.sort(key=lambda a: a.event)
     return ReplayResult(alarms, monitor.events_, time.perf_counter() - t0, calibration, float(ert),
                         monitor.threshold_)
 
