@@ -11,7 +11,8 @@ Reported per d:
 
 - **calibration**: the mean run length measured on ``--streams`` fresh null streams from the population
   (not the reference), against the ERT;
-- **delay**: per mean shift (0.25, 0.5 and 1 standard deviation in one feature, abrupt), the median
+- **delay**: per mean shift (0.25, 0.5 and 1 standard deviation in one feature, abrupt), and for a
+  covariance shift (two features become correlated at 0.8, means and variances unchanged), the median
   number of events from the change to the alarm, over ``--streams`` streams. A stream that alarms before
   the change is drawn again; one with no alarm within 20 x ERT counts as that many.
 
@@ -106,12 +107,17 @@ def tune_river(kind: str, d: int, ert: float, streams: int, seed: int) -> float:
     return mid if kind == "page_hinkley" else float(np.exp(mid))
 
 
-def delays(first_alarm, d: int, shift: float, streams: int, limit: int, seed: int) -> np.ndarray:
+def delays(first_alarm, d: int, shift: float | str, streams: int, limit: int, seed: int) -> np.ndarray:
+    """Median-ready delays after the change: a mean ``shift`` (sd) in feature 0, or ``"cov"``: features 0
+    and 1 become correlated at 0.8, their means and variances unchanged (needs d >= 2)."""
     rng = np.random.default_rng(seed)
     out = []
     while len(out) < streams:
         x = rng.normal(size=(WARMUP + limit, d))
-        x[WARMUP:, 0] += shift
+        if shift == "cov":
+            x[WARMUP:, 1] = 0.8 * x[WARMUP:, 0] + 0.6 * x[WARMUP:, 1]
+        else:
+            x[WARMUP:, 0] += shift
         t = first_alarm(x)
         if t is not None and t < WARMUP:
             continue  # a false alarm before the change: draw again
@@ -132,8 +138,8 @@ def main() -> None:
     limit = int(20 * ert)
     print(f"ERT {ert:g}; {n} streams per cell; delays are medians (events after the change)\n")
     print("| d | detector | measured mean run length | setting | tuning s | "
-          + " | ".join(f"delay {s:g} sd" for s in SHIFTS) + " | events/s |")
-    print("|---" * (6 + len(SHIFTS)) + "|")
+          + " | ".join(f"delay {s:g} sd" for s in SHIFTS) + " | delay, correlation 0 to 0.8 | events/s |")
+    print("|---" * (7 + len(SHIFTS)) + "|")
     for d in (int(v) for v in args.dims.split(",")):
         rng = np.random.default_rng(args.seed)
         t0 = time.perf_counter()
@@ -157,6 +163,7 @@ def main() -> None:
             speed = lengths.sum() / (time.perf_counter() - t0)
             measured = mean_rl(lengths, int(10 * ert))
             cells = [f"{np.median(delays(first, d, s, n, limit, args.seed + 3)):.0f}" for s in SHIFTS]
+            cells.append(f"{np.median(delays(first, d, 'cov', n, limit, args.seed + 4)):.0f}" if d > 1 else "")
             print(f"| {d} | {name} | {measured:,.0f} ({measured / ert - 1:+.0%}) | {setting:.3g} | {tuning:.1f} | "
                   + " | ".join(cells) + f" | {speed:,.0f} |", flush=True)
 
