@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from mithridate.monitor.base import Monitor
+from mithridate.monitor.correlation import CorrelationBank
 from mithridate.monitor.cusum import CusumBank
 from mithridate.monitor.error_rate import ErrorRate
 
-MONITORS: dict[str, type[Monitor]] = {cls.name: cls for cls in (CusumBank, ErrorRate)}
+MONITORS: dict[str, type[Monitor]] = {cls.name: cls for cls in (CusumBank, ErrorRate, CorrelationBank)}
 
 __all__ = ["MONITORS"]
