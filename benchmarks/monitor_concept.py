@@ -23,6 +23,8 @@ import time
 
 import numpy as np
 
+from mithridate.monitor.calibrate import censored_mean
+
 PRE = 300
 
 
@@ -66,13 +68,9 @@ class RiverChart:
 
 
 def mean_rl(first_alarm, sample, streams: int, limit: int) -> float:
-    times = []
-    for _ in range(streams):
-        t = first_alarm(sample(limit))
-        times.append(limit if t is None else t + 1)
-    times = np.array(times)
-    hits = int((times < limit).sum())
-    return float(times.sum() / max(hits, 1)) if hits else float("inf")
+    """The mean run length of ``first_alarm`` over ``streams`` streams of ``limit`` events from ``sample``."""
+    times = np.array([limit if (t := first_alarm(sample(limit))) is None else t + 1 for _ in range(streams)])
+    return censored_mean(times, times < limit)
 
 
 def tune(kind: str, rate: float, ert: float, seed: int) -> float:

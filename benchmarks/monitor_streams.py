@@ -26,6 +26,8 @@ import time
 
 import numpy as np
 
+from mithridate.monitor.calibrate import censored_mean
+
 WARMUP = 500
 SHIFTS = (0.25, 0.5, 1.0)
 
@@ -79,8 +81,7 @@ def run_lengths(first_alarm, d: int, streams: int, limit: int, seed: int) -> np.
 
 
 def mean_rl(lengths: np.ndarray, limit: int) -> float:
-    hits = int((lengths < limit).sum())
-    return float(lengths.sum() / max(hits, 1)) if hits else float("inf")
+    return censored_mean(lengths, lengths < limit)
 
 
 def tune_river(kind: str, d: int, ert: float, streams: int, seed: int) -> float:

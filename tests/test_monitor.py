@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from mithridate.cli import app
 from mithridate.monitor import CusumBank, MonitorError, load_state
-from mithridate.monitor.replay import reference_matrix
+from mithridate.monitor.replay import encode, reference_matrix
 from mithridate.validate.profile import Baseline
 
 
@@ -55,8 +55,7 @@ def test_false_alarms_come_every_ert_events_on_real_data(diamonds):
     profile, live = diamonds
     reference, names = reference_matrix(profile)
     monitor = CusumBank(ert=400, random_state=0).fit(reference, names)
-    prepared = profile.prepare(live)
-    rows = profile.encoding.transform(prepared.num, prepared.cat)
+    rows = encode(profile, live)
     lengths = run_lengths(monitor, rows, streams=80, length=4000, seed=1)
     assert 0.65 * 400 < lengths.mean() < 1.5 * 400  # 80 streams: the mean's standard error is about 11%
     # each chart alone would need a lower threshold: the bank's joint ERT is what is calibrated
@@ -68,8 +67,7 @@ def test_a_shift_in_one_real_column_is_found_soon_and_named(credit):
     profile, live = credit
     reference, names = reference_matrix(profile)
     monitor = CusumBank(ert=2000, random_state=0).fit(reference, names)
-    prepared = profile.prepare(live)
-    rows = profile.encoding.transform(prepared.num, prepared.cat)
+    rows = encode(profile, live)
     j = names.index("income")
     shifted = rows[:300].copy()
     shifted[:, j] += 1.0 * reference[:, j].std()
@@ -354,3 +352,15 @@ def test_a_correlation_shift_the_per_feature_charts_miss_is_found_and_named():
     theirs, _ = median_delay(features)
     assert ours < 150 and ours < theirs / 3
     assert sum(s == "correlation of x1 and x3 up" for s in named) >= 16
+
+
+def test_replay_never_writes_over_a_stream_that_sits_in_its_out_folder(credit, tmp_path):
+    """A stream called alarms.csv inside --out was replaced by the report (found in review)."""
+    profile, live = credit
+    profile.save(tmp_path / "base.json")
+    live.to_csv(tmp_path / "alarms.csv", index=False)
+    before = (tmp_path / "alarms.csv").read_bytes()
+    res = CliRunner().invoke(app, ["monitor", "replay", str(tmp_path / "alarms.csv"), "--reference",
+                                   str(tmp_path / "base.json"), "--out", str(tmp_path)])
+    assert res.exit_code == 2 and "alarms.csv" in res.stderr
+    assert (tmp_path / "alarms.csv").read_bytes() == before and not (tmp_path / "summary.json").exists()

@@ -16,6 +16,7 @@ monitor_app = typer.Typer(rich_markup_mode="markdown", no_args_is_help=True,
                           help="Monitor a live stream against verified data; alarms calibrated to an expected "
                           "run length between false alarms (ERT).")
 app.add_typer(monitor_app, name="monitor")
+WRITTEN = ("alarms.csv", "summary.json")
 
 
 @monitor_app.command("replay")
@@ -45,7 +46,7 @@ def replay_cmd(
     from mithridate.validate.profile import Profile
 
     with user_errors():
-        refuse_overwriting([stream, reference], {"--out": out})
+        refuse_overwriting([stream, reference], {"--out": out, **{f"--out ({n})": out / n for n in WRITTEN}})
         check_writable("--out", out, folder=True)
         if ert < 10:
             raise DataError(f"--ert must be at least 10 events, got {ert:g}")

@@ -80,14 +80,12 @@ class RobustStrategy(FedAvg):
     """
 
     def __init__(self, aggregator: str | Aggregator = "default", *, aggregator_options: dict | None = None,
-                 reputation: bool | Reputation | None = None, dp: ClientDP | None = None,
+                 reputation: bool | Reputation = False, dp: ClientDP | None = None,
                  num_rounds: int | None = None, expected_clients: int | None = None,
                  server_update_fn: Callable[[int, ArrayRecord], ArrayRecord] | None = None, **fedavg_kwargs):
         super().__init__(**fedavg_kwargs)
         self.aggregator = (make_aggregator(aggregator, **(aggregator_options or {}))
                            if isinstance(aggregator, str) else aggregator)
-        if reputation is None:
-            reputation = False
         self.reputation = Reputation() if reputation is True else (reputation or None)
         if self.reputation is not None and dp is not None:
             raise ValueError("reputation reads each client's update to exclude it, which DP cannot account for")
@@ -150,9 +148,8 @@ class RobustStrategy(FedAvg):
                                       **context).aggregate_
         if self.reputation is not None:
             self.reputation.update(nodes[allowed], self.aggregator.suspicion_)
-        screened = getattr(self.aggregator, "screened_", None)  # left out by the rule itself this round
-        if self.dp is None and screened is not None and len(screened) == allowed.sum():
-            allowed[np.flatnonzero(allowed)[screened != ""]] = False
+        if self.dp is None:  # and the clients the rule itself left out
+            allowed[np.flatnonzero(allowed)[self.aggregator.left_out(int(allowed.sum()))]] = False
             self.excluded_[server_round] = nodes[~allowed].tolist()
         arrays = unflatten(agg if direct else base + agg, global_arrays)
         metrics = self.train_metrics_aggr_fn([c for c, ok in zip(contents, allowed, strict=True) if ok],

@@ -106,7 +106,7 @@ class Simulation:
     def __init__(self, aggregator: str | Aggregator = "default", attack: str | MaliciousClients = "none",
                  malicious: float = 0.2, clients: int = 20, rounds: int = 20, local_epochs: int = 2,
                  lr: float = 0.1, batch_size: int = 16, server_lr: float = 1.0, alpha: float | None = None,
-                 dataset: Dataset | str = "digits", reputation: bool | None = None, root_size: int = 100,
+                 dataset: Dataset | str = "digits", reputation: bool = False, root_size: int = 100,
                  dp: ClientDP | None = None, secure: bool = False, dropout: float = 0.0, seed: int = 0,
                  aggregator_options: dict | None = None, attack_options: dict | None = None):
         self.aggregator, self.attack, self.malicious, self.clients = aggregator, attack, malicious, clients
@@ -150,10 +150,8 @@ class Simulation:
         self.x_test_, self.y_test_ = self.model_.inputs(self.test_.features), np.asarray(self.test_.y)
         target = self.attack_.success_set(self.test_)
         self.asr_ = None if target is None else (self.model_.inputs(target[0].features), target[1])
-        use_rep = bool(self.reputation)
-        if use_rep and (self.dp is not None or self.secure):
-            use_rep = False  # reputation reads individual updates: not private, not possible under encryption
-        self.rep_ = Reputation() if use_rep else None
+        # reputation reads individual updates: not private, not possible under encryption
+        self.rep_ = Reputation() if self.reputation and self.dp is None and not self.secure else None
         if self.dp is not None:
             self.dp.prepare(self.agg_, expected_clients=self.clients, rounds=self.rounds)
         if self.secure:
@@ -198,9 +196,8 @@ class Simulation:
                 self.rep_.update(ids[allowed], self.agg_.suspicion_)
             theta = (theta + self.server_lr * agg).astype(np.float32)
             excluded = ~allowed
-            screened = getattr(self.agg_, "screened_", None)  # left out by the rule itself this round
-            if screened is not None and not self.secure and self.dp is None and len(screened) == allowed.sum():
-                excluded[ids[allowed][screened != ""]] = True
+            if not self.secure and self.dp is None:
+                excluded[ids[allowed][self.agg_.left_out(int(allowed.sum()))]] = True
             result = RoundResult(rnd, self.model_.accuracy(theta, self.x_test_, self.y_test_),
                                  excluded=ids[excluded].tolist())
             if self.asr_ is not None:

@@ -31,11 +31,21 @@ def first_passages(running_max: np.ndarray, threshold: float) -> tuple[np.ndarra
     return np.minimum(times, length), hit
 
 
+def censored_mean(times: np.ndarray, hit: np.ndarray) -> float:
+    """The mean run length from first-alarm ``times`` of which only those with ``hit`` alarmed (the others
+    are where the stream ended): time observed over alarms seen, the exponential maximum-likelihood
+    estimate, which stays unbiased when some streams outlast the simulation.
+
+    >>> censored_mean(np.array([10, 30, 100]), np.array([True, True, False]))
+    70.0
+    """
+    hits = int(np.sum(hit))
+    return float(np.sum(times) / hits) if hits else float("inf")
+
+
 def mean_run_length(running_max: np.ndarray, threshold: float) -> float:
-    """The mean run length at ``threshold``, censored streams included: time observed over alarms seen (the
-    exponential maximum-likelihood estimate), which stays unbiased when some streams outlast the simulation."""
-    times, hit = first_passages(running_max, threshold)
-    return float(times.sum() / max(int(hit.sum()), 1)) if hit.any() else float("inf")
+    """The mean run length at ``threshold``, censored streams included (:func:`censored_mean`)."""
+    return censored_mean(*first_passages(running_max, threshold))
 
 
 def threshold_for_ert(running_max: np.ndarray, ert: float, tolerance: float = 0.005) -> float:
@@ -79,9 +89,7 @@ def joint_thresholds(paths: list[np.ndarray], ert: float) -> list[float]:
     def bank(c: float) -> tuple[list[float], float]:
         hs = [threshold_for_ert(p, c * ert) for p in paths]
         passages = [first_passages(p, h) for p, h in zip(paths, hs, strict=True)]
-        times = np.min([t for t, _ in passages], axis=0)
-        hits = np.any([h for _, h in passages], axis=0)
-        return hs, float(times.sum() / max(int(hits.sum()), 1))
+        return hs, censored_mean(np.min([t for t, _ in passages], axis=0), np.any([h for _, h in passages], axis=0))
 
     lo, hi = 1.0, float(len(paths))
     for _ in range(30):
@@ -95,4 +103,4 @@ def joint_thresholds(paths: list[np.ndarray], ert: float) -> list[float]:
     return bank(hi)[0]
 
 
-__all__ = ["first_passages", "joint_thresholds", "mean_run_length", "threshold_for_ert"]
+__all__ = ["censored_mean", "first_passages", "joint_thresholds", "mean_run_length", "threshold_for_ert"]

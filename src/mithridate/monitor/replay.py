@@ -70,6 +70,14 @@ def reference_matrix(profile: Profile) -> tuple[np.ndarray, list[str]]:
     return profile.encoding.transform(sample.num, sample.cat), profile.encoding.names()
 
 
+def encode(profile: Profile, frame: pd.DataFrame, source: str = "the stream") -> np.ndarray:
+    """Rows of a table encoded the baseline's way (the columns the reference matrix has, in its order)."""
+    prepared = profile.prepare(frame)
+    if prepared.missing_columns:
+        raise DataError(f"{source}: it lacks the baseline's columns {', '.join(prepared.missing_columns[:5])}")
+    return profile.encoding.transform(prepared.num, prepared.cat)
+
+
 def reference_errors(profile: Profile, prediction: str) -> np.ndarray:
     """1 where the baseline sample's ``prediction`` column differs from its label, else 0."""
     if profile.label_name is None or LABEL not in profile.sample:
@@ -99,12 +107,8 @@ def replay(stream: str | Path, profile: Profile, ert: float = 1000, shift: float
     alarms: list[Alarm] = []
     t0 = time.perf_counter()
     for frame in read_table(stream, Path(stream).name, chunksize=chunk_rows):
-        prepared = profile.prepare(frame)
-        if prepared.missing_columns:
-            raise DataError(f"{stream}: the stream lacks the baseline's columns "
-                            f"{', '.join(prepared.missing_columns[:5])}")
         start = monitor.events_
-        alarms += monitor.update(profile.encoding.transform(prepared.num, prepared.cat))
+        alarms += monitor.update(encode(profile, frame, str(stream)))
         if chart is not None:
             labels = frame[profile.label_name] if profile.label_name in frame else pd.Series(index=frame.index)
             arrived = np.flatnonzero(labels.notna().to_numpy() & (label_text(labels) != ""))
@@ -120,4 +124,4 @@ def replay(stream: str | Path, profile: Profile, ert: float = 1000, shift: float
                         monitor.threshold_)
 
 
-__all__ = ["ReplayResult", "reference_matrix", "replay"]
+__all__ = ["ReplayResult", "encode", "reference_errors", "reference_matrix", "replay"]

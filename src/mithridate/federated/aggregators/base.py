@@ -179,6 +179,14 @@ class Aggregator(BaseEstimator, ABC):
             self.suspicion_ = distance_suspicion(x, agg)
         return self
 
+    def left_out(self, n: int) -> np.ndarray:
+        """Which of the ``n`` clients of the last :meth:`fit` the rule itself gave no weight (a screening rule
+        sets ``screened_``, the reason per client, ``""`` for kept); all False for rules that keep everyone."""
+        screened = getattr(self, "screened_", None)
+        if screened is None or len(screened) != n:
+            return np.zeros(n, dtype=bool)
+        return np.asarray(screened) != ""
+
     def __call__(self, updates, weights=None, **context) -> np.ndarray:
         return self.fit(updates, weights, **context).aggregate_
 

@@ -40,8 +40,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from mithridate.federated.aggregators.base import DEFAULT_MAX_WEIGHT_RATIO, AggregationError, Aggregator, matvec
-from mithridate.federated.aggregators.base import pairwise_sq_distances as _sq
+from mithridate.federated.aggregators.base import (
+    DEFAULT_MAX_WEIGHT_RATIO,
+    AggregationError,
+    Aggregator,
+    matvec,
+    pairwise_sq_distances,
+)
 
 
 def duplicate_groups(x: np.ndarray, ratio: float) -> tuple[np.ndarray, np.ndarray]:
@@ -50,7 +55,7 @@ def duplicate_groups(x: np.ndarray, ratio: float) -> tuple[np.ndarray, np.ndarra
     n = x.shape[0]
     if n < 3 or ratio <= 0:
         return np.ones(n, dtype=np.int64), np.ones(n, dtype=bool)
-    d = np.sqrt(_sq(x))
+    d = np.sqrt(pairwise_sq_distances(x))
     np.fill_diagonal(d, np.inf)
     near = d <= ratio * float(np.median(d.min(axis=1)))
     first, seen = np.zeros(n, dtype=bool), np.zeros(n, dtype=bool)
