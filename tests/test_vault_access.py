@@ -33,6 +33,14 @@ EXPECTED = {
     "trace": {"steward", "auditor"},
     "audit.read": {"auditor"},
     "storage.collect": {"admin"},
+    "model.add": {"trainer"},
+    "model.list": {"trainer", "steward", "auditor", "deployer"},
+    "model.read": {"trainer", "deployer"},
+    "model.promote": {"steward"},
+    "model.alias": {"deployer"},
+    "dataset.derive": {"trainer", "steward"},
+    "dataset.quarantine": {"steward"},
+    "model.rollback": {"steward", "deployer"},
 }
 
 
@@ -102,6 +110,36 @@ def perform(action: str, token: str, vault: Vault, tokens: dict, fresh_upload, c
         vault.log(token, limit=5)
     elif action == "storage.collect":
         vault.collect(token)
+    elif action.startswith(("model.", "dataset.")):
+        registry_action(action, token, vault, tokens, fresh_upload, n)
+    else:
+        raise AssertionError(f"no test for {action}")
+
+
+def registry_action(action: str, token: str, vault: Vault, tokens: dict, fresh_upload, n: int) -> None:
+    """The model registry's actions, each on a model or version of its own (so a denial leaves no trace)."""
+    def new_model(parent: str | None = None) -> str:
+        return vault.add_model(tokens["trainer"], f"m{n}", io.BytesIO(b'{"w": [1]}'), "w.json", ["toy@1"], parent)
+
+    if action == "model.add":
+        vault.add_model(token, f"m{n}", io.BytesIO(b'{"w": [1]}'), "w.json", ["toy@1"])
+    elif action == "model.list":
+        vault.models(token)
+    elif action == "model.read":
+        b"".join(vault.read_model(token, new_model())[1])
+    elif action == "model.promote":
+        vault.promote(token, new_model())
+    elif action == "model.alias":
+        vault.set_alias(token, f"m{n}", "champion", int(new_model().split("@")[1]))
+    elif action == "dataset.derive":
+        vault.approve(tokens["steward"], fresh_upload(f"derived{n}"))
+        newest = vault.datasets(tokens["trainer"])[0]["latest"]
+        vault.derive(token, f"toy@{newest}", ["toy@1"])
+    elif action == "dataset.quarantine":
+        vault.approve(tokens["steward"], fresh_upload(f"poison{n}"))
+        vault.quarantine_dataset(token, source=f"poison{n}", reason="test")
+    elif action == "model.rollback":
+        vault.rollback(token, new_model(), reason="test")
     else:
         raise AssertionError(f"no test for {action}")
 

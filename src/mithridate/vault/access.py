@@ -9,6 +9,10 @@ Roles and what each may do (:data:`PERMISSIONS` is the single source of truth):
 - ``contributor``: upload into quarantine, see uploads.
 - ``trainer``: read approved versions.
 - ``auditor``: read the audit log, trace, verify.
+- ``deployer``: move a model's serving aliases, roll them back when a model or its data turns out bad.
+
+The model registry: trainers register models (with the versions they were trained on), stewards mark
+a model known-good or a dataset version poisoned (which rolls back what it reached), deployers move aliases.
 
 A token is ``mth_<id>_<secret>``; the vault keeps only the id and an Argon2id hash of the secret
 (RFC 9106; OWASP's minimum parameters, m=19 MiB, t=2), so a stolen catalog yields no usable token.
@@ -31,7 +35,7 @@ from argon2.exceptions import InvalidHashError, VerificationError
 
 from mithridate.vault.errors import VaultError
 
-ROLES = ("admin", "steward", "contributor", "trainer", "auditor")
+ROLES = ("admin", "steward", "contributor", "trainer", "auditor", "deployer")
 
 PERMISSIONS: dict[str, frozenset[str]] = {
     "user.add": frozenset({"admin"}),
@@ -51,6 +55,14 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "trace": frozenset({"steward", "auditor"}),
     "audit.read": frozenset({"auditor"}),
     "storage.collect": frozenset({"admin"}),
+    "model.add": frozenset({"trainer"}),
+    "model.list": frozenset({"trainer", "steward", "auditor", "deployer"}),
+    "model.read": frozenset({"trainer", "deployer"}),
+    "model.promote": frozenset({"steward"}),
+    "model.alias": frozenset({"deployer"}),
+    "dataset.derive": frozenset({"trainer", "steward"}),
+    "dataset.quarantine": frozenset({"steward"}),
+    "model.rollback": frozenset({"steward", "deployer"}),
 }
 ACTIONS = tuple(PERMISSIONS)
 

@@ -67,4 +67,7 @@ class VaultAPI(Protocol):
 
 LOCAL_ONLY = frozenset({"authorize", "collect", "serving", "signed_manifest", "open", "init"})
 """Operations of a vault folder that the service does not expose (or exposes differently)."""
+REGISTRY = frozenset({"add_model", "models", "read_model", "promote", "set_alias", "aliases", "resolve", "derive",
+                      "lineage", "quarantine_dataset", "rollback", "undo", "responses"})
+"""The model registry's operations (:mod:`.models`): on a vault folder only, not yet over HTTPS."""
 REMOTE_ONLY = frozenset({"public_key"})

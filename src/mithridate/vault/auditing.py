@@ -79,10 +79,10 @@ class AuditOps:
         removed, freed = 0, 0
         with self._key_lock(exclusive=True):  # no upload checks for, or writes, a chunk meanwhile
             referenced: set[str] = set()
-            for key in [*self.backend.list("manifests"), *self.backend.list("uploads")]:
+            for key in [*self.backend.list("manifests"), *self.backend.list("uploads"), *self.backend.list("models")]:
                 body = open_document(self.backend.get(key), self.config.public_key, key)
                 for part in ("file", "provenance"):
-                    referenced.update(c for c, _ in body[part]["chunks"])
+                    referenced.update(c for c, _ in body.get(part, {"chunks": []})["chunks"])
             now_s = time.time()
             for key in list(self.backend.list("objects")):
                 object_id = key.rsplit("/", 1)[-1]

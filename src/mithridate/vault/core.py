@@ -49,6 +49,7 @@ from mithridate.vault.documents import DocumentOps
 from mithridate.vault.errors import Conflict, IntegrityError, VaultError
 from mithridate.vault.identity import IdentityOps
 from mithridate.vault.keys import KeyOps
+from mithridate.vault.models import ModelOps
 from mithridate.vault.primitives import Signer, random_id, same
 from mithridate.vault.refs import (
     DB_PASSWORD_ENV,
@@ -63,7 +64,7 @@ from mithridate.vault.uploads import UploadOps
 from mithridate.vault.versions import VersionOps
 
 
-class Vault(IdentityOps, DocumentOps, UploadOps, VersionOps, AuditOps, KeyOps):
+class Vault(IdentityOps, DocumentOps, UploadOps, VersionOps, AuditOps, KeyOps, ModelOps):
     """A vault folder (configuration, key file), its storage backend and its catalog, opened."""
 
     def __init__(self, root: Path, config: Config, db: Database, backend: Backend, keyring: Keyring,
@@ -84,6 +85,7 @@ class Vault(IdentityOps, DocumentOps, UploadOps, VersionOps, AuditOps, KeyOps):
         self._revoked: set[str] = set()
         self.throttle = Throttle()
         self._refused: dict[str, int] = {}
+        self._carried: dict[str, frozenset[str]] = {}  # a version manifest -> the uploads its rows came from
 
     # --- opening ------------------------------------------------------------------------------------
     @classmethod

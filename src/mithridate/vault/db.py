@@ -110,8 +110,66 @@ audit = Table(
     Index("ix_audit_action_target", "action", "target"),
 )
 
+# --- the model registry (models.py): models, their aliases, dataset marks and derivations, responses ---
+models = Table(
+    "models", metadata,
+    Column("name", String(64), primary_key=True),
+    Column("number", Integer, primary_key=True),
+    Column("format", String(16), nullable=False),
+    Column("size", BigInteger, nullable=False),
+    Column("manifest", String(255), nullable=False),
+    Column("manifest_sha256", String(64), nullable=False),
+    Column("created", String(40), nullable=False),
+    Column("created_by", String(64), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("reason", Text),
+    Column("seal", String(128)),
+)
+
+aliases = Table(
+    "aliases", metadata,
+    Column("model", String(64), primary_key=True),
+    Column("alias", String(64), primary_key=True),
+    Column("number", Integer),  # None: pointing nowhere (no clean version was left)
+    Column("updated", String(40), nullable=False),
+    Column("updated_by", String(64), nullable=False),
+    Column("seal", String(128)),
+)
+
+dataset_marks = Table(
+    "dataset_marks", metadata,
+    Column("dataset", String(64), primary_key=True),
+    Column("number", Integer, primary_key=True),
+    Column("status", String(16), nullable=False),  # poisoned, or cleared by an undo
+    Column("reason", Text, nullable=False),
+    Column("created", String(40), nullable=False),
+    Column("created_by", String(64), nullable=False),
+    Column("seal", String(128)),
+)
+
+derivations = Table(
+    "derivations", metadata,
+    Column("child", String(80), primary_key=True),  # DATASET@N
+    Column("parents", Text, nullable=False),  # JSON list of DATASET@N
+    Column("record", String(255), nullable=False),  # its signed, write-once record in storage
+    Column("created", String(40), nullable=False),
+    Column("created_by", String(64), nullable=False),
+)
+
+responses = Table(
+    "responses", metadata,
+    Column("id", String(40), primary_key=True),
+    Column("created", String(40), nullable=False),
+    Column("actor", String(64), nullable=False),
+    Column("cause", Text, nullable=False),
+    Column("detail", Text, nullable=False),  # JSON: marks, quarantined models and their old status, moves
+    Column("undone_by", String(64)),
+    Column("undone_at", String(40)),
+    Column("seal", String(128)),
+)
+
 MIGRATIONS = Path(__file__).parent / "migrations"
-SCHEMA_HEAD = "0002_sealed_rows"  # the newest migration's revision (a test keeps the two in step)
+SCHEMA_HEAD = "0003_model_registry"  # the newest migration's revision (a test keeps the two in step)
 
 
 def sqlite_url(path: Path) -> str:

@@ -19,7 +19,7 @@ from mithridate.vault.access import (
     token_matches,
 )
 from mithridate.vault.audit import now
-from mithridate.vault.db import audit, tokens, uploads, users
+from mithridate.vault.db import audit, metadata, tokens, uploads, users
 from mithridate.vault.errors import AccessDenied, Conflict, IntegrityError, NotFound, Throttled, VaultError
 from mithridate.vault.primitives import digest, same
 from mithridate.vault.refs import (
@@ -91,14 +91,15 @@ class IdentityOps:
 
     def _seal_rows(self, conn, kind: str, where) -> None:
         """(Re)seal the ``kind`` rows matching ``where`` after the vault itself wrote them."""
+        table = metadata.tables[kind]
         if kind == "tokens":
             query = (select(tokens, users.c.name.label("user")).join(users, users.c.id == tokens.c.user_id)
                      .where(where))
         else:
-            query = select({"users": users, "uploads": uploads}[kind]).where(where)
-        table = {"users": users, "tokens": tokens, "uploads": uploads}[kind]
+            query = select(table).where(where)
         for row in conn.execute(query).all():
-            conn.execute(update(table).where(table.c.id == row.id).values(seal=seal(self.signer, kind, row._mapping)))
+            key = [column == row._mapping[column.name] for column in table.primary_key.columns]
+            conn.execute(update(table).where(*key).values(seal=seal(self.signer, kind, row._mapping)))
 
     def _seal_all(self) -> None:
         """Seal every row of a catalog migrated from before seals existed (``vault migrate``)."""

@@ -1,4 +1,5 @@
-"""Seals on the catalog's mutable rows: users, tokens and uploads, signed by the vault's key.
+"""Seals on the catalog's mutable rows (users, tokens, uploads; models, aliases, dataset marks and
+responses), signed by the vault's key.
 
 A row's seal is the vault's Ed25519 signature over its content (canonical JSON, with the row's kind). An
 insider who edits a role, revives a token, swaps a token's hash or reopens a rejected upload breaks the
@@ -26,6 +27,11 @@ FIELDS = {
     "tokens": ("id", "user", "hash", "created", "revoked"),  # "user": the owner's name, not a row id
     "uploads": ("id", "dataset", "filename", "source", "uploader", "created", "status", "checks_passed", "rows",
                 "size", "manifest", "manifest_sha256", "decided_by", "decided_at", "reason", "version"),
+    "models": ("name", "number", "format", "size", "manifest", "manifest_sha256", "created", "created_by", "status",
+               "reason"),
+    "aliases": ("model", "alias", "number", "updated", "updated_by"),
+    "dataset_marks": ("dataset", "number", "status", "reason", "created", "created_by"),
+    "responses": ("id", "created", "actor", "cause", "detail", "undone_by", "undone_at"),
 }
 
 

@@ -20,7 +20,7 @@ from sqlalchemy import select
 from mithridate.vault.audit import detail, verify_chain
 from mithridate.vault.config import check_config, read_config
 from mithridate.vault.crypto import DEK_PREFIX
-from mithridate.vault.db import tokens, uploads, users, versions
+from mithridate.vault.db import models, tokens, uploads, users, versions
 from mithridate.vault.errors import IntegrityError
 from mithridate.vault.primitives import verify_signature
 from mithridate.vault.seals import sealed
@@ -124,9 +124,14 @@ def verify_vault(vault, witness: dict | None = None) -> dict:
     chunk_users: dict[str, list[str]] = {}
     documents = [(f"{r.dataset}@{r.number}", r, "version") for r in version_rows]
     documents += [(f"upload {r.id}", r, "upload") for r in upload_rows]
+    with vault.db.engine.connect() as conn:
+        model_rows = conn.execute(select(models)).all()
+    documents += [(f"model {r.name}@{r.number}", r, "model") for r in model_rows]
+    problems += check_registry(vault, [e for e in entries if e["seq"] in intact], model_rows)
     for label, row, kind in documents:
         try:
-            body = vault._document(row.manifest, row.manifest_sha256)
+            body = (vault._model_document(row) if kind == "model"
+                    else vault._document(row.manifest, row.manifest_sha256))
             if kind == "upload" and body.get("checks_passed", row.checks_passed) != row.checks_passed:
                 said = "passed" if row.checks_passed else "failed"
                 problems.append(f"catalog: upload {row.id} says its checks {said}, its signed manifest says not")
@@ -146,9 +151,9 @@ def verify_vault(vault, witness: dict | None = None) -> dict:
                     and not body.get("checks_forced")):
                 problems.append(f"{label}: its checks ran against version {body['checked_against']} but it was "
                                 f"approved on top of version {body.get('parent')} (its baseline was hidden?)")
-        elif body.get("upload") != row.id or body.get("rows") != row.rows:
+        elif kind == "upload" and (body.get("upload") != row.id or body.get("rows") != row.rows):
             problems.append(f"catalog: the row for {label} disagrees with its signed manifest {row.manifest}")
-        for part in ("file", "provenance"):
+        for part in ("file", "provenance") if kind != "model" else ("file",):
             chunks = body[part]["chunks"]
             if merkle_root([c for c, _ in chunks]) != body[part]["root"]:
                 problems.append(f"{row.manifest}: {part} chunk list does not match its Merkle root ({label})")
@@ -243,6 +248,41 @@ def check_rows(vault, entries: list[dict], user_rows, token_rows, upload_rows, v
     listed = {r.id for r in upload_rows}
     problems += [f"catalog: upload {u} (audit entry creating it) has no catalog row (deleted)"
                  for u in sorted(put - listed)]
+    return problems
+
+
+def check_registry(vault, entries: list[dict], model_rows) -> list[str]:
+    """The model registry: sealed rows (models, aliases, dataset marks, responses), a catalog row for every
+    signed model record, and every response and mark the audit log made still in the catalog."""
+    from mithridate.vault.db import aliases, dataset_marks, responses
+
+    key = vault.config.public_key
+    problems = []
+    with vault.db.engine.connect() as conn:
+        rows = {kind: conn.execute(select(table)).all()
+                for kind, table in (("aliases", aliases), ("dataset_marks", dataset_marks), ("responses", responses))}
+    rows["models"] = model_rows
+    for kind, found in rows.items():
+        for row in found:
+            if not sealed(key, kind, row._mapping):
+                what = {"models": lambda r: f"model {r.name}@{r.number}",
+                        "aliases": lambda r: f"alias {r.model}@{r.alias}",
+                        "dataset_marks": lambda r: f"the mark on {r.dataset}@{r.number}",
+                        "responses": lambda r: f"response {r.id}"}[kind](row)
+                problems.append(f"catalog: the row of {what} was altered (seal invalid)")
+    recorded = {r.manifest for r in model_rows}
+    problems += [f"{k}: a signed model record with no catalog row (the model was deleted from the catalog)"
+                 for k in vault.backend.list("models/") if k not in recorded]
+    made = {detail(e).get("response"): e["seq"] for e in entries
+            if e["action"] in ("dataset.quarantine", "model.rollback") and e["outcome"] == "ok"}
+    present = {r.id for r in rows["responses"]}
+    problems += [f"catalog: response {r} (audit entry {seq}) is missing (deleted?)"
+                 for r, seq in made.items() if r and r not in present]
+    marked = {f"{r.dataset}@{r.number}" for r in rows["dataset_marks"]}
+    for entry in entries:
+        if entry["action"] in ("dataset.quarantine", "model.rollback") and entry["outcome"] == "ok":
+            problems += [f"catalog: {ref} was marked poisoned (audit entry {entry['seq']}) but its mark is gone"
+                         for ref in detail(entry).get("marked", []) if ref not in marked]
     return problems
 
 
