@@ -68,3 +68,40 @@ def replay_cmd(
                   + (f", the first at row {first}: {result.alarms[0].signal}" if first is not None else "")
                   + f"; {result.summary()['events_per_second']:,} events/s; wrote {out / 'alarms.csv'} and "
                   f"{out / 'summary.json'}", highlight=False)
+
+
+@monitor_app.command("serve")
+def serve_cmd(
+    reference: Annotated[Path, typer.Option("--reference", help="Baseline of verified data, from "
+                                            "`mithridate baseline` (.json or .parquet).")],
+    ert: Annotated[float, typer.Option(help="Expected number of events between false alarms.")] = 10_000,
+    rules: Annotated[Path | None, typer.Option("--rules", help="Alert rules and receivers (YAML; see "
+                                               "docs/monitor.md). Default: one page-severity alert per "
+                                               "incident, to the log.")] = None,
+    vault: Annotated[str | None, typer.Option("--vault", envvar="MITHRIDATE_VAULT", help="Vault folder: its "
+                                              "tokens guard the service, its registry takes rollbacks.")] = None,
+    token: Annotated[str | None, typer.Option("--token", envvar="MITHRIDATE_TOKEN", help="A deployer's token: "
+                                              "the service rolls models back as this user.")] = None,
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port.")] = 9464,
+    cert: Annotated[Path | None, typer.Option(help="TLS certificate chain (PEM).")] = None,
+    key: Annotated[Path | None, typer.Option(help="TLS private key (PEM).")] = None,
+    insecure_http: Annotated[bool, typer.Option("--insecure-http", help="Serve plain HTTP (local testing "
+                                                "only).")] = False,
+) -> None:
+    """Serve the live monitor: POST /events, GET /metrics (Prometheus), POST /alertmanager (Alertmanager's
+    webhook: a firing alert labelled `action: rollback`, `model: MODEL@ALIAS` rolls that model back) and a
+    live page at /."""
+    from mithridate.monitor.alerts import load_rules
+
+    with user_errors():
+        if (cert is None or key is None) and not insecure_http:
+            raise DataError("give --cert and --key (TLS), or --insecure-http to serve plain HTTP deliberately")
+        if ert < 10:
+            raise DataError(f"--ert must be at least 10 events, got {ert:g}")
+        if rules is not None:
+            load_rules(rules)  # a bad rules file is one line now, before calibrating
+        from mithridate.monitor.service import run
+
+        console.print(f"calibrating to ERT {ert:g}, then serving on {'https' if cert else 'http'}://{host}:{port}/")
+        run(reference, ert=ert, rules=rules, vault_path=vault, token=token, host=host, port=port, cert=cert, key=key)

@@ -203,7 +203,7 @@ def migrate(
 def user_add(
     v: VaultAPI, token: str,
     name: Annotated[str, typer.Argument(help="User name.")],
-    role: Annotated[list[str], typer.Option("--role", help="admin, steward, contributor, trainer or auditor "
+    role: Annotated[list[str], typer.Option("--role", help="admin, steward, contributor, trainer, auditor or deployer "
                                             "(repeat for several).")],
 ) -> None:
     """Add a user and print their API token (shown once)."""

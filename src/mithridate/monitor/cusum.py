@@ -174,6 +174,15 @@ class CusumBank(Monitor):
         self.pos_, self.neg_, self.up_, self.down_, self.events_ = (*(np.zeros(d) for _ in range(4)), 0)
         return self
 
+    def level(self) -> float:
+        """The largest running statistic over its calibrated threshold now: an alarm at 1 (a gauge to plot)."""
+        self._check_fitted()
+        top = max(self.pos_.max(initial=0.0), self.neg_.max(initial=0.0)) / self.thresholds_[0]
+        if self.tail is not None:
+            top = max(top, self.up_.max(initial=0.0) / self.thresholds_[1],
+                      self.down_.max(initial=0.0) / self.thresholds_[1])
+        return float(top)
+
     def update(self, batch: np.ndarray) -> list[Alarm]:
         self._check_fitted()
         x = np.asarray(batch, dtype=np.float64)
