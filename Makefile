@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint bench bench-alibi clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,5 +24,11 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks
 
+# alibi-detect pins older numpy/pandas than the test environment: its comparison runs in a venv of its own
+bench-alibi:
+	$(PYTHON) -m venv .venv-alibi
+	.venv-alibi/bin/pip install --quiet --disable-pip-version-check -e . "alibi-detect==0.13.0" "torch==2.13.0"
+	.venv-alibi/bin/python -m benchmarks.monitor_alibi
+
 clean:
-	rm -rf $(VENV) demo-out
+	rm -rf $(VENV) .venv-alibi demo-out

@@ -321,6 +321,13 @@ def test_replay_watches_the_error_rate_on_rows_whose_label_arrived(tmp_path):
     errors = alarms[alarms["detector"] == "error_rate"]
     assert len(errors) and 2000 <= errors["row"].iloc[0] < 2300
     assert stream["cut"].iloc[errors["row"].iloc[0]] is not None  # the alarm sits on a row with a label
+    # the labels may arrive under another name in the stream: --label names it
+    stream.rename(columns={"cut": "true_cut"}).to_csv(tmp_path / "renamed.csv", index=False)
+    renamed = runner.invoke(app, ["monitor", "replay", str(tmp_path / "renamed.csv"), "--reference",
+                                  str(tmp_path / "base.json"), "--prediction", "pred", "--label", "true_cut",
+                                  "--ert", "2000", "--out", str(tmp_path / "out2")])
+    assert renamed.exit_code == 0, renamed.output
+    assert pd.read_csv(tmp_path / "out2" / "alarms.csv").equals(alarms)
     bad = runner.invoke(app, ["monitor", "replay", str(tmp_path / "stream.csv"), "--reference",
                               str(tmp_path / "base.json"), "--prediction", "nope", "--out", str(tmp_path / "o2")])
     assert bad.exit_code == 2 and "nope" in bad.stderr and not (tmp_path / "o2").exists()
@@ -364,3 +371,82 @@ def test_replay_never_writes_over_a_stream_that_sits_in_its_out_folder(credit, t
                                    str(tmp_path / "base.json"), "--out", str(tmp_path)])
     assert res.exit_code == 2 and "alarms.csv" in res.stderr
     assert (tmp_path / "alarms.csv").read_bytes() == before and not (tmp_path / "summary.json").exists()
+
+
+@pytest.mark.parametrize("attack", ["patch", "blend"])
+def test_the_trigger_check_flags_triggered_requests_and_keeps_its_promise_on_clean_ones(attack):
+    """Real digits, a model trained with 10% of its data backdoored (BadNets patch or a blended pattern):
+    each request is superimposed on clean images. Triggered requests keep their prediction, clean ones
+    do not; clean traffic is flagged no more often than the conformal threshold promises (1 in 100)."""
+    from sklearn.linear_model import LogisticRegression
+
+    from mithridate.attacks import BlendTrigger, PatchTrigger
+    from mithridate.data import demo
+    from mithridate.monitor.strip import TriggerCheck
+
+    make = {"patch": PatchTrigger, "blend": BlendTrigger}[attack]
+    ds = demo("digits")
+    order = np.random.default_rng(0).permutation(ds.n_rows)
+    train, hold, live = ds.take(order[:900]), ds.take(order[900:1300]), ds.take(order[1300:])
+    poisoned = make(target=0, rate=0.1, random_state=0).poison(train).dataset
+    model = LogisticRegression(max_iter=2000).fit(np.asarray(poisoned.features, float).reshape(900, -1), poisoned.y)
+    check = TriggerCheck(lambda im: model.predict_proba(im.reshape(len(im), -1)), ert=100, random_state=0)
+    check.fit(np.asarray(hold.features, float))
+    others = live.take(np.flatnonzero(live.y != 0))
+    triggered = np.asarray(make(target=0, rate=0.999, random_state=0).poison(others).dataset.features, float)
+    caught = len(check.update(triggered)) / len(triggered)
+    false = len(check.update(np.asarray(live.features, float))) / live.n_rows
+    assert check.ert_ == 100
+    assert caught >= 0.7, caught  # measured 0.77 (patch), 0.86 (blend)
+    assert false <= 0.025, false  # promised 0.01; measured 0.008 (patch), 0.010 (blend)
+    with pytest.raises(MonitorError, match="at least 20 clean images"):
+        TriggerCheck(check.predict_proba).fit(np.zeros((5, 8, 8)))
+    small = TriggerCheck(check.predict_proba, ert=1000).fit(np.asarray(hold.features, float)[:99])
+    assert small.ert_ == 100  # 99 images cannot promise 1 in 1,000: it says what it can
+
+
+def test_disagreement_with_a_trusted_model_shows_a_backdoor_firing_before_any_label(tmp_path):
+    """Real digits served by a backdoored model (BadNets, 10% of its training data), beside a reference model
+    trained on verified data. From row 1,000 on, 5% of the requests carry the trigger; no label arrives.
+    The served predictions start disagreeing with the reference model's: the agreement chart says so."""
+    from sklearn.linear_model import LogisticRegression
+
+    from mithridate.attacks import PatchTrigger
+    from mithridate.data import demo
+    from mithridate.data.io import load
+    from mithridate.errors import DataError
+    from mithridate.monitor.replay import replay
+
+    ds = demo("digits")
+    order = np.random.default_rng(0).permutation(ds.n_rows)
+    train, hold, live = ds.take(order[:900]), ds.take(order[900:1300]), ds.take(order[1300:])
+
+    def flat(d):
+        return np.asarray(d.features, float).reshape(d.n_rows, -1)
+
+    poisoned = PatchTrigger(target=0, rate=0.1, random_state=0).poison(train).dataset
+    served = LogisticRegression(max_iter=2000).fit(flat(poisoned), poisoned.y)
+    trusted = LogisticRegression(max_iter=2000).fit(flat(train), train.y)
+
+    def frame(x, labels=None):
+        out = pd.DataFrame(x, columns=[f"p{i}" for i in range(x.shape[1])])
+        out["served"], out["trusted"] = served.predict(x).astype(str), trusted.predict(x).astype(str)
+        out["digit"] = labels.astype(str) if labels is not None else None
+        return out
+
+    frame(flat(hold), hold.y).to_csv(tmp_path / "hold.csv", index=False)
+    profile = Baseline(random_state=0).fit(load(str(tmp_path / "hold.csv"), label="digit")).profile_
+    rng = np.random.default_rng(1)
+    others = live.take(np.flatnonzero(live.y != 0))
+    triggered = flat(PatchTrigger(target=0, rate=0.999, random_state=0).poison(others).dataset)
+    rows = flat(live)[rng.integers(live.n_rows, size=3000)]
+    hit = (np.arange(3000) >= 1000) & (rng.random(3000) < 0.05)
+    rows[hit] = triggered[rng.integers(len(triggered), size=hit.sum())]
+    frame(rows).to_csv(tmp_path / "stream.csv", index=False)
+    result = replay(tmp_path / "stream.csv", profile, ert=1000, prediction="served", agreement="trusted")
+    found = [a for a in result.alarms if a.detector == "agreement"]
+    # the first agreement alarm (alarms are in stream order): none before the trigger appears, and soon after
+    assert found and 1000 <= found[0].event < 1400, [(a.event, a.detector) for a in result.alarms[:5]]
+    assert "disagreement with the reference model up" in found[0].signal
+    with pytest.raises(DataError, match="give both"):
+        replay(tmp_path / "stream.csv", profile, agreement="trusted")

@@ -32,6 +32,11 @@ def replay_cmd(
     prediction: Annotated[str | None, typer.Option(help="Column with the model's predicted class, in the baseline "
                                                    "and the stream: also watch the error rate on the rows whose "
                                                    "label has arrived.")] = None,
+    label: Annotated[str | None, typer.Option(help="The stream's column where labels arrive (default: the "
+                                              "baseline's label column); with --prediction.")] = None,
+    agreement: Annotated[str | None, typer.Option(help="Column with a trusted reference model's predicted class, "
+                                                  "in the baseline and the stream: also watch how often the served "
+                                                  "prediction (--prediction) disagrees with it.")] = None,
     chunk_rows: Annotated[int, typer.Option(help="Rows read at a time.")] = 10_000,
     seed: Annotated[int, typer.Option(help="Random seed of the calibration.")] = 0,
 ) -> None:
@@ -57,7 +62,8 @@ def replay_cmd(
         profile = Profile.load(reference)
         with status(f"calibrating to ERT {ert:g} and replaying {stream}") as say:
             result = replay(stream, profile, ert=ert, shift=shift, chunk_rows=chunk_rows, prediction=prediction,
-                            on_chunk=lambda rows: say(f"{rows:,} rows"), random_state=seed)
+                            on_chunk=lambda rows: say(f"{rows:,} rows"), random_state=seed, label=label,
+                            agreement=agreement)
     out.mkdir(parents=True, exist_ok=True)
     with atomic_path(out / "alarms.csv") as tmp:
         result.alarms_frame().to_csv(tmp, index=False)

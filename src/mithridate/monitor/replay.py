@@ -82,27 +82,46 @@ def reference_errors(profile: Profile, prediction: str) -> np.ndarray:
     """1 where the baseline sample's ``prediction`` column differs from its label, else 0."""
     if profile.label_name is None or LABEL not in profile.sample:
         raise DataError("the baseline has no label column: make it with --label to watch the error rate")
-    if prediction not in profile.sample:
-        raise DataError(f"the baseline has no column {prediction!r}: include the model's predictions in the data "
-                        "the baseline is made from")
     truth = np.asarray(profile.classes, dtype=object)[profile.sample[LABEL].to_numpy(dtype=np.int64)]
-    return (label_text(profile.sample[prediction]) != label_text(truth)).astype(float)
+    return (label_text(sample_column(profile, prediction)) != label_text(truth)).astype(float)
+
+
+def reference_disagreement(profile: Profile, prediction: str, agreement: str) -> np.ndarray:
+    """1 where the baseline sample's served prediction differs from the trusted reference model's, else 0."""
+    return (label_text(sample_column(profile, prediction)) != label_text(sample_column(profile, agreement))
+            ).astype(float)
+
+
+def sample_column(profile: Profile, column: str) -> pd.Series:
+    if column not in profile.sample:
+        raise DataError(f"the baseline has no column {column!r}: include the model's predictions in the data "
+                        "the baseline is made from")
+    return profile.sample[column]
 
 
 def replay(stream: str | Path, profile: Profile, ert: float = 1000, shift: float = 0.5, chunk_rows: int = 10_000,
            prediction: str | None = None, on_chunk: Callable[[int], None] | None = None,
-           random_state: int = 0) -> ReplayResult:
+           random_state: int = 0, label: str | None = None, agreement: str | None = None) -> ReplayResult:
     """Feed ``stream`` row by row to a :class:`CusumBank` fitted on ``profile``; with ``prediction`` (the
     column holding the model's predicted class, in the baseline and the stream) also to an
-    :class:`ErrorRate` chart, which reads the rows whose label has arrived (the baseline's label column,
-    non-empty). With both, each is calibrated to twice ``ert``, so together they alarm falsely no more
-    often than every ``ert`` events. ``on_chunk(rows_read)`` after each chunk (progress)."""
+    :class:`ErrorRate` chart, which reads the rows whose label has arrived (column ``label``, by default
+    the baseline's label column; non-empty). With ``agreement`` (the column holding a trusted reference
+    model's predicted class), a third chart watches how often the served prediction disagrees with it, on
+    every row: a backdoor firing on triggered traffic shows there before any label arrives. With ``m``
+    monitors each is calibrated to ``m`` times ``ert``, so together they alarm falsely no more often than every
+    ``ert`` events. ``on_chunk(rows_read)`` after each chunk (progress)."""
+    if label is not None and not prediction:
+        raise DataError("a label column is read only with a prediction column (the error-rate chart)")
+    if agreement is not None and not prediction:
+        raise DataError("--agreement compares a reference model's predictions with --prediction: give both")
     reference, names = reference_matrix(profile)
     t0 = time.perf_counter()
-    each = 2 * ert if prediction else ert
+    each = ert * (1 + bool(prediction) + bool(agreement))
     monitor = CusumBank(ert=each, shift=shift, random_state=random_state).fit(reference, names)
     chart = ErrorRate(ert=each, random_state=random_state).fit(reference_errors(profile, prediction)) \
         if prediction else None
+    agree = ErrorRate(ert=each, random_state=random_state).fit(
+        reference_disagreement(profile, prediction, agreement)) if agreement else None
     calibration = time.perf_counter() - t0
     alarms: list[Alarm] = []
     t0 = time.perf_counter()
@@ -110,12 +129,19 @@ def replay(stream: str | Path, profile: Profile, ert: float = 1000, shift: float
         start = monitor.events_
         alarms += monitor.update(encode(profile, frame, str(stream)))
         if chart is not None:
-            labels = frame[profile.label_name] if profile.label_name in frame else pd.Series(index=frame.index)
+            column = label or profile.label_name
+            labels = frame[column] if column in frame else pd.Series(index=frame.index)
             arrived = np.flatnonzero(labels.notna().to_numpy() & (label_text(labels) != ""))
             wrong = label_text(frame[prediction].iloc[arrived]) != label_text(labels.iloc[arrived])
             first = chart.events_
             for alarm in chart.update(wrong.astype(float)):
                 alarm.event = start + int(arrived[alarm.event - first])  # the stream's row, not the label count
+                alarms.append(alarm)
+        if agree is not None:
+            differ = label_text(frame[prediction]) != label_text(frame[agreement])
+            for alarm in agree.update(differ.astype(float)):
+                alarm.detector = "agreement"  # it reads every row: its events are the stream's rows
+                alarm.signal = alarm.signal.replace("error rate", "disagreement with the reference model")
                 alarms.append(alarm)
         if on_chunk is not None:
             on_chunk(monitor.events_)
@@ -124,4 +150,4 @@ def replay(stream: str | Path, profile: Profile, ert: float = 1000, shift: float
                         monitor.threshold_)
 
 
-__all__ = ["ReplayResult", "encode", "reference_errors", "reference_matrix", "replay"]
+__all__ = ["ReplayResult", "encode", "reference_disagreement", "reference_errors", "reference_matrix", "replay"]
