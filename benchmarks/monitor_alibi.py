@@ -43,8 +43,9 @@ class Alibi:
             self.detector = LSDDDriftOnline(x, ert=ert, window_size=window, backend="pytorch", n_bootstraps=3000,
                                             verbose=False)
         else:
-            self.detector = CVMDriftOnline(x, ert=ert, window_sizes=[window], n_bootstraps=max(3000, int(3 * ert)),
-                                           verbose=False)
+            # with d features its threshold is a 1 - 1/(ert d)-ish quantile: it refuses fewer bootstraps
+            self.detector = CVMDriftOnline(x, ert=ert, window_sizes=[window],
+                                           n_bootstraps=max(3000, int(3 * ert * x.shape[1])), verbose=False)
 
     def first_alarm(self, x: np.ndarray) -> int | None:
         self.detector.reset_state()

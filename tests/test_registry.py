@@ -292,7 +292,7 @@ def test_registry_cli(incident, tmp_path):
     assert run("undo", response, token="dee").exit_code == 0
     assert alias_map(vault, t["dee"])["fraud@champion"] == 3
     remote = runner.invoke(app, ["registry", "list", "--vault", "https://127.0.0.1:1", "--token", t["tom"]])
-    assert remote.exit_code == 2
+    assert remote.exit_code == 2 and "cannot reach the vault" in remote.output
 
 
 @pytest.mark.slow

@@ -432,3 +432,46 @@ def test_fuzzing_left_the_vault_intact(fuzz_target):
     _, vault, token = fuzz_target
     report = vault.verify(token)
     assert report["ok"], report["problems"]
+
+
+def test_the_registry_over_tls_from_upload_to_rollback(service, remote, monkeypatch):
+    """The model registry through the service, as a team runs it: weights up (larger than one chunk),
+    promoted, served by an alias; a poisoned source rolls the alias back; weights come down checked
+    against their signed record, and a service that swaps the record is caught."""
+    _, vault, tokens = service
+    for role in ("deployer",):
+        tokens.setdefault(role, vault.add_user(tokens["admin"], f"the-{role}", [role]))
+    ups = [remote.put(tokens["contributor"], "reg", io.BytesIO(csv_bytes(200, 7, 0)), "r.csv", source="lab",
+                      label="label")]
+    first = remote.approve(tokens["steward"], ups[0]["upload"])
+    grown = csv_bytes(200, 7, 0) + csv_bytes(50, 8, 200).split(b"\n", 1)[1]
+    second = remote.approve(tokens["steward"], remote.put(tokens["contributor"], "reg", io.BytesIO(grown), "r.csv",
+                                                          source="crowd", label="label")["upload"])
+    weights = json.dumps({"w": list(range(5000))}).encode()  # over the 16 KiB chunk size
+    good = remote.add_model(tokens["trainer"], "served-model", io.BytesIO(weights), "w.json", [first],
+                            metrics={"auc": 0.9})
+    bad = remote.add_model(tokens["trainer"], "served-model", io.BytesIO(b'{"w": 2}'), "w.json", [second],
+                           parent=good)
+    for ref in (good, bad):
+        remote.promote(tokens["steward"], ref)
+    remote.set_alias(tokens["deployer"], "served-model", "champion", int(bad.split("@")[1]))
+    with pytest.raises(AccessDenied, match=r"may not model\.alias"):
+        remote.set_alias(tokens["trainer"], "served-model", "champion", 1)
+    plan = remote.quarantine_dataset(tokens["steward"], source="crowd", dry_run=True)
+    assert plan["moves"] == [{"model": "served-model", "alias": "champion", "old": 2, "new": 1}]
+    done = remote.quarantine_dataset(tokens["steward"], source="crowd", reason="over TLS")
+    assert remote.resolve(tokens["deployer"], "served-model@champion")["model"] == good
+    assert [r["response"] for r in remote.responses(tokens["auditor"])][-1] == done["response"]
+    assert remote.lineage(tokens["deployer"], second)["models"] == [{"model": bad, "status": "quarantined"}]
+    body, parts = remote.read_model(tokens["deployer"], good)
+    assert b"".join(parts) == weights and body["metrics"] == {"auc": 0.9}
+    remote.undo(tokens["deployer"], done["response"])
+    assert remote.aliases(tokens["deployer"], "served-model")[0]["number"] == 2
+    real = remote._call
+
+    def swapped(method, path, token, **kw):  # the service answers with another model's (valid) record
+        return real(method, path.replace(f"/models/{good}/", f"/models/{bad}/"), token, **kw)
+
+    monkeypatch.setattr(remote, "_call", swapped)
+    with pytest.raises(IntegrityError, match="not what was asked"):
+        remote.read_model(tokens["deployer"], good)

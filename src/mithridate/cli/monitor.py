@@ -84,8 +84,9 @@ def serve_cmd(
     rules: Annotated[Path | None, typer.Option("--rules", help="Alert rules and receivers (YAML; see "
                                                "docs/monitor.md). Default: one page-severity alert per "
                                                "incident, to the log.")] = None,
-    vault: Annotated[str | None, typer.Option("--vault", envvar="MITHRIDATE_VAULT", help="Vault folder: its "
-                                              "tokens guard the service, its registry takes rollbacks.")] = None,
+    vault: Annotated[str | None, typer.Option("--vault", envvar="MITHRIDATE_VAULT", help="Vault folder or https:// "
+                                              "URL (CA bundle in $MITHRIDATE_VAULT_CA): its tokens guard the "
+                                              "service, its registry takes rollbacks.")] = None,
     token: Annotated[str | None, typer.Option("--token", envvar="MITHRIDATE_TOKEN", help="A deployer's token: "
                                               "the service rolls models back as this user.")] = None,
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",

@@ -1,9 +1,9 @@
 """``mithridate registry ...``: models with their training data, serving aliases, and the response that
 rolls aliases back when a dataset version or a model turns out poisoned.
 
-The registry lives in a vault (``--vault PATH`` or ``$MITHRIDATE_VAULT``, ``--token`` or
-``$MITHRIDATE_TOKEN``) and shares its roles, storage and audit log; exit statuses are the vault's (0 done,
-1 integrity, 2 bad input or state, 3 denied).
+The registry lives in a vault, a folder or the vault's HTTPS service (``--vault PATH|URL`` or
+``$MITHRIDATE_VAULT``; ``--token`` or ``$MITHRIDATE_TOKEN``), and shares its roles, storage and audit log.
+Exit statuses are the vault's: 0 done, 1 integrity, 2 bad input or state, 3 denied.
 """
 
 from __future__ import annotations
@@ -27,12 +27,6 @@ app.add_typer(registry_app, name="registry")
 
 ReasonOpt = Annotated[str, typer.Option("--reason", help="Why (kept in the audit log and the response).")]
 DryRunOpt = Annotated[bool, typer.Option("--dry-run", help="Show what would change; change nothing.")]
-
-
-def local(v):
-    if not hasattr(v, "add_model"):
-        raise MithridateError("the registry runs on a vault folder (--vault PATH); over HTTPS it is not yet offered")
-    return v
 
 
 def _print_response(result: dict) -> None:
@@ -80,7 +74,7 @@ def add(
         if not isinstance(scores, dict):
             raise MithridateError(f'{metrics}: expected an object of metric names and numbers, {{"accuracy": 0.9}}')
     with open(file, "rb") as fh:
-        emit(local(v).add_model(token, model, fh, file.name, dataset, parent=parent, metrics=scores))
+        emit(v.add_model(token, model, fh, file.name, dataset, parent=parent, metrics=scores))
 
 
 @registry_app.command("list")
@@ -91,7 +85,7 @@ def list_models(
     as_json: JsonOpt = False,
 ) -> None:
     """Model versions, their status and the data they were trained on."""
-    rows = local(v).models(token, model)
+    rows = v.models(token, model)
     if as_json:
         return emit_json(rows)
     for r in rows:
@@ -103,7 +97,7 @@ def list_models(
 @connected
 def promote(v, token: str, model: Annotated[str, typer.Argument(help="MODEL@N.")], reason: ReasonOpt = "") -> None:
     """Mark a model version known-good (steward): a version rollbacks may return to."""
-    local(v).promote(token, model, reason)
+    v.promote(token, model, reason)
     console.print(f"{model}: known-good", highlight=False)
 
 
@@ -116,7 +110,7 @@ def alias(
     number: Annotated[int, typer.Argument(help="The version it serves.")],
 ) -> None:
     """Point an alias at a model version (deployer)."""
-    move = local(v).set_alias(token, model, name, number)
+    move = v.set_alias(token, model, name, number)
     console.print(f"{model}@{name}: {move['old']} -> {move['new']}", highlight=False)
 
 
@@ -124,7 +118,7 @@ def alias(
 @connected
 def aliases(v, token: str, model: Annotated[str | None, typer.Argument()] = None, as_json: JsonOpt = False) -> None:
     """Aliases and the versions they serve."""
-    rows = local(v).aliases(token, model)
+    rows = v.aliases(token, model)
     if as_json:
         return emit_json(rows)
     for r in rows:
@@ -136,7 +130,7 @@ def aliases(v, token: str, model: Annotated[str | None, typer.Argument()] = None
 @connected
 def resolve(v, token: str, ref: Annotated[str, typer.Argument(help="MODEL@ALIAS or MODEL@N.")]) -> None:
     """The model version an alias serves, with its status and the SHA-256 of its weights."""
-    emit_json(local(v).resolve(token, ref))
+    emit_json(v.resolve(token, ref))
 
 
 @registry_app.command()
@@ -147,7 +141,7 @@ def derive(
     parents: Annotated[list[str], typer.Option("--from", help="A version it was made from (repeat).")],
 ) -> None:
     """Record that a dataset version was made from others (features, joins, relabelling)."""
-    result = local(v).derive(token, child, parents)
+    result = v.derive(token, child, parents)
     console.print(f"{result['child']} derives from {', '.join(result['parents'])}", highlight=False)
 
 
@@ -159,7 +153,7 @@ def lineage(
                                        "from).")],
 ) -> None:
     """What a dataset version reached downstream, or where a model came from."""
-    emit_json(local(v).lineage(token, ref))
+    emit_json(v.lineage(token, ref))
 
 
 @registry_app.command("quarantine-dataset")
@@ -174,7 +168,7 @@ def quarantine_dataset(
     as_json: JsonOpt = False,
 ) -> None:
     """Mark dataset versions poisoned, quarantine every model they reached, roll each serving alias back."""
-    result = local(v).quarantine_dataset(token, refs or None, source=source, reason=reason, dry_run=dry_run)
+    result = v.quarantine_dataset(token, refs or None, source=source, reason=reason, dry_run=dry_run)
     return emit_json(result) if as_json else _print_response(result)
 
 
@@ -188,7 +182,7 @@ def rollback(
     as_json: JsonOpt = False,
 ) -> None:
     """Quarantine a model version and its fine-tunes; move every alias serving one back."""
-    result = local(v).rollback(token, model, reason=reason, dry_run=dry_run)
+    result = v.rollback(token, model, reason=reason, dry_run=dry_run)
     return emit_json(result) if as_json else _print_response(result)
 
 
@@ -196,7 +190,7 @@ def rollback(
 @connected
 def undo(v, token: str, response: Annotated[str, typer.Argument(help="Response id.")]) -> None:
     """Reverse a response: aliases go back (unless moved since), statuses and marks are restored."""
-    result = local(v).undo(token, response)
+    result = v.undo(token, response)
     for m in result["restored"]:
         console.print(f"alias {m['model']}@{m['alias']}: {m['new']} -> {m['old']}", highlight=False)
     for m in result["moved_since"]:
@@ -207,7 +201,7 @@ def undo(v, token: str, response: Annotated[str, typer.Argument(help="Response i
 @connected
 def log(v, token: str, as_json: JsonOpt = False) -> None:
     """Responses so far: when, who, why, what moved (the full record is in `mithridate vault log`)."""
-    rows = local(v).responses(token)
+    rows = v.responses(token)
     if as_json:
         return emit_json(rows)
     for r in rows:

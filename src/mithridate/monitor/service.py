@@ -85,7 +85,8 @@ class LiveMonitor:
 
 
 def make_app(live: LiveMonitor, vault=None, service_token: str | None = None):
-    """The FastAPI application. With ``vault`` (a :class:`~mithridate.vault.core.Vault`), every call but
+    """The FastAPI application. With ``vault`` (a folder's :class:`~mithridate.vault.core.Vault` or the service's
+    :class:`~mithridate.vault.client.RemoteVault`), every call but
     ``/metrics`` and the page needs a vault token, and Alertmanager's webhook can roll models back, acting
     as the holder of ``service_token`` (a deployer's)."""
     from fastapi import FastAPI, HTTPException
@@ -223,10 +224,13 @@ def run(reference, ert: float = 10_000, rules=None, vault_path=None, token: str 
     config = load_rules(rules) if rules is not None else None
     live = LiveMonitor(Profile.load(reference), ert=ert, rules=config)
     vault = None
-    if vault_path is not None:
-        from mithridate.vault.core import Vault
+    if vault_path is not None:  # a folder, or the vault's HTTPS service (its CA from $MITHRIDATE_VAULT_CA)
+        import os
 
-        vault = Vault.open(vault_path)
+        from mithridate.vault import connect
+
+        remote = str(vault_path).startswith(("https://", "http://"))
+        vault = connect(str(vault_path), **({"ca": os.environ.get("MITHRIDATE_VAULT_CA")} if remote else {}))
         if token is not None:
             vault.whoami(token)  # a bad service token is said now, not at the first alert
     try:

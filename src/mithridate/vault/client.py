@@ -13,6 +13,7 @@ wrong file.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import ssl
 from collections.abc import Iterator
@@ -261,3 +262,64 @@ class RemoteVault:
         return self._json("POST", f"/versions/{_segment(ref)}/hold", token,
                           json={"legal_hold": legal_hold, "retain_until": retain_until})
 
+    # --- the model registry ---------------------------------------------------------------------------
+    def add_model(self, token: str, name: str, stream: BinaryIO, filename: str, datasets: list[str],
+                  parent: str | None = None, metrics: dict | None = None) -> str:
+        params: dict = {"filename": filename, "dataset": list(datasets)}
+        if parent:
+            params["parent"] = parent
+        if metrics:
+            params["metrics"] = json.dumps(metrics)
+
+        def body() -> Iterator[bytes]:
+            while part := stream.read(UPLOAD_PART):
+                yield part
+
+        return self._json("POST", f"/models/{_segment(name)}/uploads", token, params=params, content=body(),
+                          headers={"content-type": "application/octet-stream"})["model"]
+
+    def models(self, token: str, name: str | None = None) -> list[dict]:
+        return self._json("GET", "/models", token, params={"name": name} if name else None)
+
+    def read_model(self, token: str, ref: str) -> tuple[dict, Iterator[bytes]]:
+        """The model's record, checked to be signed by the vault and to be ``ref``'s, and its weights, each
+        chunk checked against the record."""
+        raw = self._call("GET", f"/models/{_segment(ref)}/record", token).content
+        body = open_document(raw, self.public_key(), f"record of model {ref}")
+        if f"{body.get('model')}@{body.get('number')}" != ref:
+            raise IntegrityError(f"the service answered {ref} with the record of {body.get('model')}@"
+                                 f"{body.get('number')} (validly signed, but not what was asked)")
+        return body, self._stream(f"/models/{_segment(ref)}/content", token, Blob.from_dict(body["file"]))
+
+    def promote(self, token: str, ref: str, reason: str = "") -> dict:
+        return self._json("POST", f"/models/{_segment(ref)}/promote", token, json={"reason": reason})
+
+    def set_alias(self, token: str, model: str, alias: str, number: int) -> dict:
+        return self._json("PUT", f"/aliases/{_segment(model)}/{_segment(alias)}", token, json={"number": number})
+
+    def aliases(self, token: str, model: str | None = None) -> list[dict]:
+        return self._json("GET", "/aliases", token, params={"model": model} if model else None)
+
+    def resolve(self, token: str, ref: str) -> dict:
+        return self._json("GET", f"/resolve/{_segment(ref)}", token)
+
+    def derive(self, token: str, child: str, parents: list[str]) -> dict:
+        return self._json("POST", "/derivations", token, json={"child": child, "parents": list(parents)})
+
+    def lineage(self, token: str, ref: str) -> dict:
+        return self._json("GET", f"/lineage/{_segment(ref)}", token)
+
+    def quarantine_dataset(self, token: str, refs: list[str] | None = None, source: str | None = None,
+                           reason: str = "", dry_run: bool = False) -> dict:
+        return self._json("POST", "/responses/quarantine-dataset", token,
+                          json={"refs": refs, "source": source, "reason": reason, "dry_run": dry_run})
+
+    def rollback(self, token: str, ref: str, reason: str = "", dry_run: bool = False) -> dict:
+        return self._json("POST", "/responses/rollback", token, json={"model": ref, "reason": reason,
+                                                                     "dry_run": dry_run})
+
+    def undo(self, token: str, response_id: str) -> dict:
+        return self._json("POST", f"/responses/{_segment(response_id)}/undo", token)
+
+    def responses(self, token: str) -> list[dict]:
+        return self._json("GET", "/responses", token)

@@ -188,6 +188,14 @@ class ModelOps:
                         "created": row.created, "created_by": row.created_by, "reason": row.reason})
         return out
 
+    def signed_model(self, token: str, ref: str) -> bytes:
+        """A model's record exactly as stored and signed (remote clients check the signature themselves)."""
+        self.authorize(token, "model.read", ref)
+        with self.db.engine.connect() as conn:
+            row = self._model_row(conn, ref, required=True)
+        self._model_document(row)
+        return self.backend.get(row.manifest)
+
     def read_model(self, token: str, ref: str) -> tuple[dict, Iterator[bytes]]:
         """A model's signed record and its weights, chunk by chunk, each authenticated."""
         principal = self.authorize(token, "model.read", ref)

@@ -381,6 +381,9 @@ def create_app(vault: Vault, tls: bool = True) -> FastAPI:
     def rotate(token: str | None = Depends(token_of)) -> dict:
         return vault.rotate_key(token)
 
+    from mithridate.vault.registry_routes import add_routes
+
+    add_routes(api, vault)  # the model registry
     return SecurityHeaders(BodyLimit(api, vault.config.max_upload_bytes), tls)  # type: ignore[return-value]
 
 
