@@ -302,3 +302,30 @@ def test_the_registry_on_postgresql(postgres, tmp_path):
     result = check(world, reach[-1])
     assert (result["precision"], result["recall"], result["moves_right"]) == (1.0, 1.0, True)
     world.vault.close()
+
+
+def test_mlflow_mirror_follows_a_rollback(incident, tmp_path):
+    """A real MLflow registry (its SQLAlchemy store on SQLite): versions, statuses and aliases mirrored;
+    after a rollback here, MLflow's champion moves too; a second sync changes nothing."""
+    from mlflow import MlflowClient
+
+    from mithridate.vault.mlflow_mirror import sync
+
+    vault, t = incident
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    first = sync(vault, t["dee"], uri)
+    assert sorted(first["created"]) == ["fraud@1", "fraud@2", "fraud@3", "fraud@4", "other@1"]
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    assert client.get_model_version_by_alias("fraud", "champion").tags["mithridate.ref"] == "fraud@3"
+    client.set_registered_model_alias("other", "theirs", "1")  # an alias mithridate does not hold
+    vault.quarantine_dataset(t["stew"], source="crowd", reason="flipped labels")
+    second = sync(vault, t["dee"], uri)
+    assert sorted(second["updated"]) == ["fraud@2", "fraud@3", "fraud@4"]
+    assert {m["alias"] for m in second["aliases_moved"]} == {"fraud@champion", "fraud@staging"}
+    champion = client.get_model_version_by_alias("fraud", "champion")
+    assert champion.tags["mithridate.ref"] == "fraud@1" and champion.source == "mithridate:fraud@1"
+    assert client.get_model_version("fraud", "3").tags["mithridate.status"] == "quarantined"
+    assert sync(vault, t["dee"], uri) == {"created": [], "updated": [], "aliases_moved": [], "aliases_removed": []}
+    assert str(client.get_model_version_by_alias("other", "theirs").version) == "1"
+    vault.rollback(t["dee"], "fraud@1")  # nothing clean is left: the MLflow alias goes too
+    assert set(sync(vault, t["dee"], uri)["aliases_removed"]) == {"fraud@champion", "fraud@staging"}

@@ -209,3 +209,25 @@ def log(v, token: str, as_json: JsonOpt = False) -> None:
         undone = f"\tundone by {r['undone_by']}" if r["undone_by"] else ""
         emit(f"{r['response']}\t{r['created']}\t{r['actor']}\t{r['cause']}\t{len(r['quarantined'])} model(s) "
              f"quarantined\t{moves}{undone}")
+
+
+@registry_app.command("mlflow-sync")
+@connected
+def mlflow_sync(
+    v, token: str,
+    tracking_uri: Annotated[str, typer.Option("--tracking-uri", envvar="MLFLOW_TRACKING_URI",
+                                              help="The MLflow registry to mirror into (e.g. sqlite:///mlflow.db, "
+                                              "https://mlflow.example.org).")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Mirror models, statuses and aliases into an MLflow registry; after a rollback, MLflow's aliases move too."""
+    from mithridate.vault.mlflow_mirror import sync
+
+    result = sync(v, token, tracking_uri)
+    if as_json:
+        return emit_json(result)
+    console.print(f"{len(result['created'])} version(s) mirrored, {len(result['updated'])} updated", highlight=False)
+    for move in result["aliases_moved"]:
+        console.print(f"MLflow alias {move['alias']} -> version {move['mlflow_version']}", highlight=False)
+    for alias in result["aliases_removed"]:
+        console.print(f"MLflow alias {alias} removed (it serves nothing here)", highlight=False)
