@@ -450,3 +450,37 @@ def test_disagreement_with_a_trusted_model_shows_a_backdoor_firing_before_any_la
     assert "disagreement with the reference model up" in found[0].signal
     with pytest.raises(DataError, match="give both"):
         replay(tmp_path / "stream.csv", profile, agreement="trusted")
+
+
+def test_canaries_catch_a_model_retrained_on_poisoned_data_and_nothing_else(tmp_path):
+    """Real digits: canaries are verified hold-out images plus the same images stamped with a suspected
+    trigger. The validated model answers as recorded, also after a save and load; the model re-trained with
+    10% of its rows backdoored is caught, on the stamped canaries above all."""
+    from sklearn.linear_model import LogisticRegression
+
+    from mithridate.attacks import PatchTrigger
+    from mithridate.data import demo
+    from mithridate.monitor.canary import CanaryCheck
+
+    ds = demo("digits")
+    order = np.random.default_rng(0).permutation(ds.n_rows)
+    train, hold = ds.take(order[:900]), ds.take(order[900:960])
+
+    def flat(d):
+        return np.asarray(d.features, float).reshape(d.n_rows, -1)
+
+    good = LogisticRegression(max_iter=2000).fit(flat(train), train.y)
+    others = hold.take(np.flatnonzero(hold.y != 0))
+    stamped = flat(PatchTrigger(target=0, rate=0.999, random_state=0).poison(others).dataset)
+    canaries = np.vstack([flat(hold), stamped])
+    names = [f"hold-out {i}" for i in range(hold.n_rows)] + [f"probe {i}" for i in range(others.n_rows)]
+    check = CanaryCheck(tolerance=1e-9).fit(canaries, good.predict_proba(canaries), names)
+    check = CanaryCheck.load(check.save(tmp_path / "canaries.json"))
+    assert check.check(good.predict_proba(canaries)) == []
+    poisoned = PatchTrigger(target=0, rate=0.1, random_state=0).poison(train).dataset
+    bad = LogisticRegression(max_iter=2000).fit(flat(poisoned), poisoned.y)
+    alarms = [a for a in check.check(bad.predict_proba(canaries)) if a.severity == "alarm"]  # the class changed
+    probes = [a for a in alarms if a.signal.startswith("probe")]
+    assert len(probes) >= 0.5 * others.n_rows and all(a.signal.endswith("-> 0") for a in probes)
+    with pytest.raises(MonitorError, match="not a canary file"):
+        CanaryCheck.load(tmp_path / "missing.json")
