@@ -16,7 +16,7 @@ Reported per d:
   number of events from the change to the alarm, over ``--streams`` streams. A stream that alarms before
   the change is drawn again; one with no alarm within 20 x ERT counts as that many.
 
-    python -m benchmarks.monitor_streams [--ert 1000] [--streams 100] [--dims 1,10,50]
+    python -m benchmarks.monitor_streams [--ert 1000] [--streams 100] [--dims 1,10,50] [--ramp 500]
 """
 
 from __future__ import annotations
@@ -108,9 +108,10 @@ def tune_river(kind: str, d: int, ert: float, streams: int, seed: int) -> float:
     return mid if kind == "page_hinkley" else float(np.exp(mid))
 
 
-def delays(first_alarm, d: int, shift: float | str, streams: int, limit: int, seed: int) -> np.ndarray:
-    """Median-ready delays after the change: a mean ``shift`` (sd) in feature 0, or ``"cov"``: features 0
-    and 1 become correlated at 0.8, their means and variances unchanged (needs d >= 2)."""
+def delays(first_alarm, d: int, shift: float | str, streams: int, limit: int, seed: int, ramp: int = 0) -> np.ndarray:
+    """Median-ready delays after the change: a mean ``shift`` (sd) in feature 0, reached at once or, with
+    ``ramp``, growing linearly over that many events (gradual drift); or ``"cov"``: features 0 and 1 become
+    correlated at 0.8, their means and variances unchanged (needs d >= 2)."""
     rng = np.random.default_rng(seed)
     out = []
     while len(out) < streams:
@@ -118,7 +119,7 @@ def delays(first_alarm, d: int, shift: float | str, streams: int, limit: int, se
         if shift == "cov":
             x[WARMUP:, 1] = 0.8 * x[WARMUP:, 0] + 0.6 * x[WARMUP:, 1]
         else:
-            x[WARMUP:, 0] += shift
+            x[WARMUP:, 0] += shift * (np.minimum(np.arange(1, limit + 1) / ramp, 1.0) if ramp else 1.0)
         t = first_alarm(x)
         if t is not None and t < WARMUP:
             continue  # a false alarm before the change: draw again
@@ -134,10 +135,13 @@ def main() -> None:
     parser.add_argument("--streams", type=int, default=100)
     parser.add_argument("--dims", default="1,10,50")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--ramp", type=int, default=0, help="mean shifts grow linearly over this many events "
+                        "(gradual drift); 0: abrupt")
     args = parser.parse_args()
     ert, n = args.ert, args.streams
     limit = int(20 * ert)
-    print(f"ERT {ert:g}; {n} streams per cell; delays are medians (events after the change)\n")
+    drift = f"gradual over {args.ramp} events" if args.ramp else "abrupt"
+    print(f"ERT {ert:g}; {n} streams per cell; mean shifts {drift}; delays are medians (events after the change)\n")
     print("| d | detector | measured mean run length | setting | tuning s | "
           + " | ".join(f"delay {s:g} sd" for s in SHIFTS) + " | delay, correlation 0 to 0.8 | events/s |")
     print("|---" * (7 + len(SHIFTS)) + "|")
@@ -163,7 +167,7 @@ def main() -> None:
             lengths = run_lengths(first, d, n, int(10 * ert), args.seed + 2)
             speed = lengths.sum() / (time.perf_counter() - t0)
             measured = mean_rl(lengths, int(10 * ert))
-            cells = [f"{np.median(delays(first, d, s, n, limit, args.seed + 3)):.0f}" for s in SHIFTS]
+            cells = [f"{np.median(delays(first, d, s, n, limit, args.seed + 3, args.ramp)):.0f}" for s in SHIFTS]
             cells.append(f"{np.median(delays(first, d, 'cov', n, limit, args.seed + 4)):.0f}" if d > 1 else "")
             print(f"| {d} | {name} | {measured:,.0f} ({measured / ert - 1:+.0%}) | {setting:.3g} | {tuning:.1f} | "
                   + " | ".join(cells) + f" | {speed:,.0f} |", flush=True)

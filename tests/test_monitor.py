@@ -484,3 +484,19 @@ def test_canaries_catch_a_model_retrained_on_poisoned_data_and_nothing_else(tmp_
     assert len(probes) >= 0.5 * others.n_rows and all(a.signal.endswith("-> 0") for a in probes)
     with pytest.raises(MonitorError, match="not a canary file"):
         CanaryCheck.load(tmp_path / "missing.json")
+
+
+def test_the_kernel_bank_sees_a_broken_join_that_no_per_feature_chart_can():
+    """Real diamonds, their numeric columns. From event 1,000 on, the price column is shuffled among the
+    live rows (a join that went wrong): every column keeps its distribution, only their relation breaks.
+    The kernel bank alarms soon after; the per-feature bank has nothing to see."""
+    from mithridate.monitor import KernelBank
+
+    data = table("diamonds").features[["carat", "depth", "table", "price", "x", "y", "z"]].to_numpy(float)
+    rows = np.random.default_rng(0).permutation(len(data))
+    reference, live = data[rows[:3000]], data[rows[3000:6000]].copy()
+    live[1000:, 3] = np.random.default_rng(1).permutation(live[1000:, 3])
+    kernel = KernelBank(ert=2000, random_state=0).fit(reference).update(live)
+    per_feature = CusumBank(ert=2000, random_state=0).fit(reference).update(live)
+    assert kernel and 1000 <= kernel[0].event < 1300, [a.event for a in kernel[:3]]  # measured 1,021
+    assert not [a for a in per_feature if 1000 <= a.event < kernel[0].event + 200]

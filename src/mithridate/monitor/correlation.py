@@ -23,11 +23,11 @@ from typing import Self
 
 import numpy as np
 
-from mithridate.monitor.base import Alarm, Monitor, MonitorError, load_state
-from mithridate.monitor.cusum import CusumBank
+from mithridate.monitor.base import MonitorError
+from mithridate.monitor.derived import DerivedBank
 
 
-class CorrelationBank(Monitor):
+class CorrelationBank(DerivedBank):
     """Mean charts on every pairwise product of the standardised features (see the module docstring)."""
 
     name = "correlation"
@@ -36,15 +36,14 @@ class CorrelationBank(Monitor):
                  random_state: int = 0):
         self.ert, self.shift, self.cap, self.streams, self.random_state = ert, shift, cap, streams, random_state
 
-    @staticmethod
-    def example(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-        stream = rng.normal(size=(600, 3))
-        stream[:, 2] = 0.8 * stream[:, 0] + 0.6 * stream[:, 2]
-        return rng.normal(size=(500, 3)), stream
-
-    def _products(self, x: np.ndarray) -> np.ndarray:
+    def _derive(self, x: np.ndarray) -> np.ndarray:
         z = np.nan_to_num((x - self.mean_) / self.std_)
         return z[:, self.pairs_[0]] * z[:, self.pairs_[1]]
+
+    def _reads(self, signal: str) -> str:
+        pair, direction = signal.removeprefix("mean of ").rsplit(" ", 1)
+        a, b = pair.split("*", 1)
+        return f"correlation of {a} and {b} {direction}"
 
     def fit(self, reference: np.ndarray, names: list[str] | None = None) -> Self:
         x = np.asarray(reference, dtype=np.float64)
@@ -62,36 +61,18 @@ class CorrelationBank(Monitor):
         i, j = np.triu_indices(len(keep), k=1)
         self.pairs_ = np.array([keep[i], keep[j]])
         self.names_ = names
-        pair_names = [f"{names[a]}*{names[b]}" for a, b in self.pairs_.T]
-        self.inner_ = CusumBank(ert=self.ert, shift=self.shift, cap=self.cap, tail=None, streams=self.streams,
-                                random_state=self.random_state).fit(self._products(x), pair_names)
-        self.threshold_ = self.inner_.threshold_
+        self._fit_inner(x, [f"{names[a]}*{names[b]}" for a, b in self.pairs_.T])
         return self
-
-    def update(self, batch: np.ndarray) -> list[Alarm]:
-        self._check_fitted()
-        x = np.asarray(batch, dtype=np.float64)
-        x = x.reshape(1, -1) if x.ndim < 2 else x
-        if x.ndim != 2 or (x.shape[1] != self.n_features_in_ and len(x)):
-            raise MonitorError(f"events must have the reference's {self.n_features_in_} features, got shape "
-                               f"{x.shape}")
-        alarms = self.inner_.update(self._products(x) if len(x) else np.zeros((0, self.pairs_.shape[1])))
-        for alarm in alarms:
-            pair, direction = alarm.signal.removeprefix("mean of ").rsplit(" ", 1)
-            a, b = pair.split("*", 1)
-            alarm.detector, alarm.signal = self.name, f"correlation of {a} and {b} {direction}"
-        return alarms
 
     def _learned(self) -> dict:
         return {"features": self.n_features_in_, "names": self.names_, "mean": self.mean_.tolist(),
-                "std": self.std_.tolist(), "pairs": self.pairs_.tolist(), "inner": self.inner_.state()}
+                "std": self.std_.tolist(), "pairs": self.pairs_.tolist(), **self._inner_state()}
 
     def _restore(self, learned: dict) -> None:
         self.n_features_in_, self.names_ = int(learned["features"]), list(learned["names"])
         self.mean_, self.std_ = np.asarray(learned["mean"], float), np.asarray(learned["std"], float)
         self.pairs_ = np.asarray(learned["pairs"], dtype=np.int64)
-        self.inner_ = load_state(learned["inner"])
-        self.threshold_ = self.inner_.threshold_
+        self._restore_inner(learned)
 
 
 __all__ = ["CorrelationBank"]
