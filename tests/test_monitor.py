@@ -500,3 +500,22 @@ def test_the_kernel_bank_sees_a_broken_join_that_no_per_feature_chart_can():
     per_feature = CusumBank(ert=2000, random_state=0).fit(reference).update(live)
     assert kernel and 1000 <= kernel[0].event < 1300, [a.event for a in kernel[:3]]  # measured 1,021
     assert not [a for a in per_feature if 1000 <= a.event < kernel[0].event + 200]
+
+
+def test_replay_with_the_kernel_bank_finds_the_broken_join(tmp_path):
+    """The same broken join, through `monitor replay --kernel` on the whole real table (categorical columns
+    included): a kernel alarm after the break, and the summary says where."""
+    data = table("diamonds")
+    rows = np.random.default_rng(0).permutation(data.n_rows)
+    profile = Baseline(random_state=0).fit(data.take(np.sort(rows[:3000]))).profile_
+    profile.save(tmp_path / "base.json")
+    live = data.features.iloc[rows[3000:6000]].reset_index(drop=True)
+    live.loc[1000:, "price"] = np.random.default_rng(1).permutation(live.loc[1000:, "price"].to_numpy())
+    live.to_csv(tmp_path / "stream.csv", index=False)
+    res = CliRunner().invoke(app, ["monitor", "replay", str(tmp_path / "stream.csv"), "--reference",
+                                   str(tmp_path / "base.json"), "--kernel", "--ert", "2000", "--out",
+                                   str(tmp_path / "out")])
+    assert res.exit_code == 0, res.output
+    alarms = pd.read_csv(tmp_path / "out" / "alarms.csv")
+    kernel = alarms[alarms["detector"] == "kernel"]
+    assert len(kernel) and 1000 <= kernel["row"].iloc[0] < 1400, alarms.head()

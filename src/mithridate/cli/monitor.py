@@ -37,6 +37,8 @@ def replay_cmd(
     agreement: Annotated[str | None, typer.Option(help="Column with a trusted reference model's predicted class, "
                                                   "in the baseline and the stream: also watch how often the served "
                                                   "prediction (--prediction) disagrees with it.")] = None,
+    kernel: Annotated[bool, typer.Option("--kernel", help="Also watch the rows' joint distribution (random "
+                                         "Fourier features): a broken join, a correlation that moved.")] = False,
     chunk_rows: Annotated[int, typer.Option(help="Rows read at a time.")] = 10_000,
     seed: Annotated[int, typer.Option(help="Random seed of the calibration.")] = 0,
 ) -> None:
@@ -63,7 +65,7 @@ def replay_cmd(
         with status(f"calibrating to ERT {ert:g} and replaying {stream}") as say:
             result = replay(stream, profile, ert=ert, shift=shift, chunk_rows=chunk_rows, prediction=prediction,
                             on_chunk=lambda rows: say(f"{rows:,} rows"), random_state=seed, label=label,
-                            agreement=agreement)
+                            agreement=agreement, kernel=kernel)
     out.mkdir(parents=True, exist_ok=True)
     with atomic_path(out / "alarms.csv") as tmp:
         result.alarms_frame().to_csv(tmp, index=False)

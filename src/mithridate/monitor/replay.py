@@ -31,6 +31,7 @@ from mithridate.errors import DataError
 from mithridate.monitor.base import Alarm
 from mithridate.monitor.cusum import CusumBank
 from mithridate.monitor.error_rate import ErrorRate
+from mithridate.monitor.kernel import KernelBank
 from mithridate.validate.encoding import label_text
 from mithridate.validate.profile import LABEL, Profile
 
@@ -101,13 +102,15 @@ def sample_column(profile: Profile, column: str) -> pd.Series:
 
 def replay(stream: str | Path, profile: Profile, ert: float = 1000, shift: float = 0.5, chunk_rows: int = 10_000,
            prediction: str | None = None, on_chunk: Callable[[int], None] | None = None,
-           random_state: int = 0, label: str | None = None, agreement: str | None = None) -> ReplayResult:
+           random_state: int = 0, label: str | None = None, agreement: str | None = None,
+           kernel: bool = False) -> ReplayResult:
     """Feed ``stream`` row by row to a :class:`CusumBank` fitted on ``profile``; with ``prediction`` (the
     column holding the model's predicted class, in the baseline and the stream) also to an
     :class:`ErrorRate` chart, which reads the rows whose label has arrived (column ``label``, by default
     the baseline's label column; non-empty). With ``agreement`` (the column holding a trusted reference
     model's predicted class), a third chart watches how often the served prediction disagrees with it, on
-    every row: a backdoor firing on triggered traffic shows there before any label arrives. With ``m``
+    every row: a backdoor firing on triggered traffic shows there before any label arrives. With ``kernel``,
+    a :class:`KernelBank` also reads the encoded rows (a change of their joint distribution). With ``m``
     monitors each is calibrated to ``m`` times ``ert``, so together they alarm falsely no more often than every
     ``ert`` events. ``on_chunk(rows_read)`` after each chunk (progress)."""
     if label is not None and not prediction:
@@ -116,8 +119,9 @@ def replay(stream: str | Path, profile: Profile, ert: float = 1000, shift: float
         raise DataError("--agreement compares a reference model's predictions with --prediction: give both")
     reference, names = reference_matrix(profile)
     t0 = time.perf_counter()
-    each = ert * (1 + bool(prediction) + bool(agreement))
+    each = ert * (1 + bool(prediction) + bool(agreement) + bool(kernel))
     monitor = CusumBank(ert=each, shift=shift, random_state=random_state).fit(reference, names)
+    joint = KernelBank(ert=each, shift=shift, random_state=random_state).fit(reference) if kernel else None
     chart = ErrorRate(ert=each, random_state=random_state).fit(reference_errors(profile, prediction)) \
         if prediction else None
     agree = ErrorRate(ert=each, random_state=random_state).fit(
@@ -127,7 +131,10 @@ def replay(stream: str | Path, profile: Profile, ert: float = 1000, shift: float
     t0 = time.perf_counter()
     for frame in read_table(stream, Path(stream).name, chunksize=chunk_rows):
         start = monitor.events_
-        alarms += monitor.update(encode(profile, frame, str(stream)))
+        encoded = encode(profile, frame, str(stream))
+        alarms += monitor.update(encoded)
+        if joint is not None:
+            alarms += joint.update(encoded)
         if chart is not None:
             column = label or profile.label_name
             labels = frame[column] if column in frame else pd.Series(index=frame.index)
