@@ -408,3 +408,40 @@ def test_a_repeated_or_replayed_rollback_alert_rolls_back_once(credit, tmp_path)
     later = {**body, "alerts": [{**body["alerts"][0], "startsAt": rfc3339(time.time() + 1)}]}  # a new incident
     assert restarted.post("/alertmanager", json=later, headers=auth).json()["responses"][0]["moves"][0]["new"] == 1
     vault.close()
+
+
+def test_only_a_role_that_may_roll_back_can_through_the_webhook(credit, tmp_path):
+    """The service acts as its caller: a contributor's token posting Alertmanager's body rolls nothing back,
+    nor does an alert that claims to begin in the future (to slip past the moved-since check); malformed
+    events are a 422, never a 500; what the page shows of the registry is what the caller may see."""
+    from fastapi.testclient import TestClient
+
+    from mithridate.monitor.alerts import rfc3339
+    from mithridate.vault import Vault
+
+    profile, _ = credit
+    vault, admin = Vault.init(tmp_path / "vault", checks="none", auto_approve=True)
+    alice, tom, stew, dee = (vault.add_user(admin, n, [r]) for n, r in
+                             [("alice", "contributor"), ("tom", "trainer"), ("stew", "steward"), ("dee", "deployer")])
+    vault.put(alice, "t", io.BytesIO(b"x,label\n1,a\n2,b\n"), "t.csv", source="s")
+    for value in (1, 2):
+        vault.promote(stew, vault.add_model(tom, "fraud", io.BytesIO(b'{"w": %d}' % value), "w.json", ["t@1"]))
+    vault.set_alias(dee, "fraud", "champion", 2)
+    client = TestClient(make_app(LiveMonitor(profile, ert=200, senders=[]), vault, dee))
+
+    def alert(starts: float) -> dict:
+        return {"version": "4", "status": "firing", "alerts": [{
+            "status": "firing", "startsAt": rfc3339(starts), "labels": {
+                "alertname": "X", "action": "rollback", "model": "fraud@champion"}, "annotations": {}}]}
+
+    as_alice = {"Authorization": f"Bearer {alice}"}
+    denied = client.post("/alertmanager", json=alert(time.time()), headers=as_alice).json()["responses"][0]
+    assert "may not" in denied["error"] and vault.resolve(dee, "fraud@champion")["model"] == "fraud@2"
+    future = client.post("/alertmanager", json=alert(time.time() + 3600),
+                         headers={"Authorization": f"Bearer {dee}"}).json()["responses"][0]
+    assert "not a time in the past" in future["error"] and vault.resolve(dee, "fraud@champion")["model"] == "fraud@2"
+    for bad in ({"rows": [1]}, {"rows": [[1, 2]]}, {"rows": []}, {"nope": 1}):
+        assert client.post("/events", json=bad, headers=as_alice).status_code == 422
+    assert client.get("/api/state", headers=as_alice).json()["aliases"] == []  # a contributor lists no models
+    assert client.get("/api/state", headers={"Authorization": f"Bearer {dee}"}).json()["aliases"][0]["number"] == 2
+    vault.close()

@@ -108,12 +108,12 @@ def test_undo_restores_aliases_statuses_and_marks(incident):
     before_aliases, before_status = alias_map(vault, t["dee"]), statuses(vault, t["stew"])
     response = vault.quarantine_dataset(t["stew"], ["train@2"], reason="false alarm")["response"]
     vault.set_alias(t["dee"], "other", "prod", 1)  # an alias the response did not move stays as it is
-    undone = vault.undo(t["dee"], response)
+    undone = vault.undo(t["stew"], response)
     assert {(m["model"], m["alias"]) for m in undone["restored"]} == {("fraud", "champion"), ("fraud", "staging")}
     assert alias_map(vault, t["dee"]) == before_aliases
     assert statuses(vault, t["stew"]) == before_status
     with pytest.raises(VaultError, match="was undone"):
-        vault.undo(t["dee"], response)
+        vault.undo(t["stew"], response)
     vault.promote(t["stew"], "fraud@2")  # the mark is cleared
     assert vault.verify(t["audrey"])["ok"]
 
@@ -289,7 +289,7 @@ def test_registry_cli(incident, tmp_path):
     assert run("aliases", token="dee").stdout.splitlines()[0].startswith("fraud@champion\t1\t")
     assert response in run("log", token="audrey").stdout
     assert json.loads(run("lineage", "model:fraud@3", token="dee").stdout)["fine_tuned_from"] == ["fraud@2"]
-    assert run("undo", response, token="dee").exit_code == 0
+    assert run("undo", response, token="stew").exit_code == 0
     assert alias_map(vault, t["dee"])["fraud@champion"] == 3
     remote = runner.invoke(app, ["registry", "list", "--vault", "https://127.0.0.1:1", "--token", t["tom"]])
     assert remote.exit_code == 2 and "cannot reach the vault" in remote.output
@@ -329,3 +329,45 @@ def test_mlflow_mirror_follows_a_rollback(incident, tmp_path):
     assert str(client.get_model_version_by_alias("other", "theirs").version) == "1"
     vault.rollback(t["dee"], "fraud@1")  # nothing clean is left: the MLflow alias goes too
     assert set(sync(vault, t["dee"], uri)["aliases_removed"]) == {"fraud@champion", "fraud@staging"}
+
+
+def test_a_deployer_cannot_undo_a_stewards_quarantine(incident):
+    vault, t = incident
+    response = vault.quarantine_dataset(t["stew"], ["train@2"], reason="poisoned")["response"]
+    with pytest.raises(VaultError, match=r"may not dataset\.quarantine"):
+        vault.undo(t["dee"], response)
+    assert vault.resolve(t["dee"], "fraud@champion")["model"] == "fraud@1"
+    vault.undo(t["stew"], response)  # the steward may
+
+
+def test_undo_never_puts_a_model_on_poisoned_data_back_into_service(incident):
+    vault, t = incident
+    first = vault.rollback(t["dee"], "fraud@3", reason="canary")["response"]  # champion 3 -> 2
+    vault.quarantine_dataset(t["stew"], ["train@3"], reason="poisoned")  # fraud@3 was trained on it
+    undone = vault.undo(t["dee"], first)
+    assert vault.resolve(t["dee"], "fraud@champion")["model"] != "fraud@3"
+    assert statuses(vault, t["stew"])["fraud@3"] == "quarantined"
+    assert undone["kept"]
+
+
+def test_fine_tunes_of_a_rolled_back_model_cannot_serve(incident):
+    vault, t = incident
+    vault.rollback(t["dee"], "fraud@2", reason="bad outputs")
+    tuned = vault.add_model(t["tom"], "fraud", weights(5.0), "w.json", ["train@1"], parent="fraud@2")
+    assert statuses(vault, t["stew"])[tuned] == "quarantined"
+    with pytest.raises(VaultError, match="quarantined"):
+        vault.promote(t["stew"], tuned)
+
+
+def test_data_derived_later_from_a_poisoned_version_is_reached_at_once(incident):
+    vault, t = incident
+    vault.quarantine_dataset(t["stew"], ["train@2"], reason="poisoned")
+    first = vault.put(t["alice"], "extra", io.BytesIO(wine_csv(slice(40, 90))), "e.csv", source="etl", label="label")
+    model = vault.add_model(t["tom"], "other", weights(4.0), "w.json", [first["version"]])
+    vault.promote(t["stew"], model)
+    vault.set_alias(t["dee"], "other", "prod", 2)
+    derived = vault.derive(t["tom"], first["version"], ["train@2"])  # only now is it said to come from train@2
+    assert derived["reached_by_poison"]
+    assert statuses(vault, t["stew"])[model] == "quarantined"
+    assert vault.resolve(t["dee"], "other@prod")["model"] == "other@1"
+    assert vault.verify(t["audrey"])["ok"]

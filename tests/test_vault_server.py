@@ -465,7 +465,7 @@ def test_the_registry_over_tls_from_upload_to_rollback(service, remote, monkeypa
     assert remote.lineage(tokens["deployer"], second)["models"] == [{"model": bad, "status": "quarantined"}]
     body, parts = remote.read_model(tokens["deployer"], good)
     assert b"".join(parts) == weights and body["metrics"] == {"auc": 0.9}
-    remote.undo(tokens["deployer"], done["response"])
+    remote.undo(tokens["steward"], done["response"])
     assert remote.aliases(tokens["deployer"], "served-model")[0]["number"] == 2
     real = remote._call
 

@@ -3,9 +3,11 @@ Alertmanager's own v4 webhook format), email or the log; one incident, one notif
 
 A rule fires when its condition has held for ``for``: a calibrated alarm of a monitor (``signal: alarm``,
 optionally of one ``detector``) within the last ``window`` seconds, or a named signal at or above
-``threshold``. While it holds, the alert stays firing (Alertmanager is re-sent the same alert, which it
-deduplicates by labels); when it stops holding it is resolved once. A rule that fired does not notify
-again within ``cooldown`` of its last notification, so a flapping condition is one incident.
+``threshold``. The alert is sent when it fires and once more when it resolves; rules are evaluated as
+events arrive, so an alert on a stream that has gone quiet resolves at its next event (Alertmanager itself
+resolves an alert it has not heard of for its ``resolve_timeout``, 5 minutes by default, and is not re-sent
+it meanwhile). A rule that fired does not notify again within ``cooldown`` of its last notification, so a
+flapping condition is one incident.
 
 >>> rules = parse_rules({"rules": [{"name": "InputDrift", "signal": "alarm", "severity": "page",
 ...                                 "labels": {"team": "ml-security"}}]})
@@ -194,7 +196,7 @@ class AlertEngine:
         self._state = {r.name: _RuleState() for r in rules}
 
     def active(self) -> list[Alert]:
-        """Alerts firing now (Alertmanager expects them re-sent while they last)."""
+        """Alerts firing now."""
         return [s.firing for s in self._state.values() if s.firing is not None]
 
     def observe(self, alarms: Iterable[Alarm], signals: dict[str, float] | None = None,

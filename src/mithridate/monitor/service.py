@@ -14,9 +14,10 @@ is attached):
 
 from __future__ import annotations
 
+import json
 import threading
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from importlib import resources
 
@@ -34,6 +35,9 @@ from mithridate.validate.profile import Profile
 DEFAULT_RULES = [Rule(name="InputDrift", signal="alarm", severity="page",
                       annotations={"description": "the live inputs left the verified baseline (calibrated alarm)"})]
 MAX_ROWS = 100_000
+MAX_BODY = 64 << 20  # bytes of one request's JSON
+MAX_HANDLED = 10_000  # alert instances remembered as handled
+CLOCK_SKEW_S = 300  # an alert may say it began this much in the future (clocks differ), no more
 
 
 class LiveMonitor:
@@ -86,16 +90,19 @@ class LiveMonitor:
 
 def make_app(live: LiveMonitor, vault=None, service_token: str | None = None):
     """The FastAPI application. With ``vault`` (a folder's :class:`~mithridate.vault.core.Vault` or the service's
-    :class:`~mithridate.vault.client.RemoteVault`), every call but
-    ``/metrics`` and the page needs a vault token, and Alertmanager's webhook can roll models back, acting
-    as the holder of ``service_token`` (a deployer's)."""
+    :class:`~mithridate.vault.client.RemoteVault`), every call but ``/metrics`` and the page needs a vault
+    token, and each call acts as its caller: a rollback asked through Alertmanager's webhook is the vault's
+    rollback by the holder of the token Alertmanager sends (a deployer's), allowed or denied by the vault.
+    ``service_token`` is only checked at start (``monitor serve --token``)."""
     from fastapi import FastAPI, HTTPException
     from fastapi.responses import HTMLResponse, Response
+    from starlette.concurrency import run_in_threadpool
 
     app = FastAPI(title="mithridate monitor", docs_url=None, redoc_url=None)
-    handled: set[tuple] = set()
+    handled: OrderedDict[tuple, None] = OrderedDict()  # the alerts that rolled back, newest last (bounded)
 
     def caller(request: Request) -> str | None:
+        """The caller's token, checked by the vault (None without a vault)."""
         if vault is None:
             return None
         auth = request.headers.get("authorization", "")
@@ -103,30 +110,39 @@ def make_app(live: LiveMonitor, vault=None, service_token: str | None = None):
         from mithridate.vault.errors import VaultError
 
         try:
-            return vault.whoami(token)["name"]
+            vault.whoami(token)
         except VaultError as exc:
             raise HTTPException(401, str(exc)) from None
+        return token
 
-    async def read(request: Request, valid: Callable[[dict], bool], expected: str) -> dict:
-        """The caller checked, then the JSON body if ``valid`` accepts it, else a 422 saying what is expected."""
-        caller(request)
+    async def read(request: Request, valid: Callable[[dict], bool], expected: str) -> tuple[str | None, dict]:
+        """The caller's token, then the JSON body if ``valid`` accepts it, else a 422 saying what is expected."""
+        length = request.headers.get("content-length")
+        if length is not None and (not length.isdigit() or int(length) > MAX_BODY):
+            raise HTTPException(413, f"request body over the limit of {MAX_BODY} bytes")
+        token = await run_in_threadpool(caller, request)
         try:
-            body = await request.json()
+            raw = await request.body()
+            if len(raw) > MAX_BODY:
+                raise HTTPException(413, f"request body over the limit of {MAX_BODY} bytes")
+            body = json.loads(raw)
             if not valid(body):
                 raise ValueError
+        except HTTPException:
+            raise
         except Exception:
             raise HTTPException(422, expected) from None
-        return body
+        return token, body
 
     @app.post("/events")
     async def events(request: Request) -> dict:
-        body = await read(request, lambda b: isinstance(b["rows"], list) and 0 < len(b["rows"]) <= MAX_ROWS,
-                          f'send {{"rows": [{{column: value}}, ...]}}, 1 to {MAX_ROWS} rows')
-        frame = pd.DataFrame.from_records(body["rows"])
+        _, body = await read(request, lambda b: isinstance(b["rows"], list) and 0 < len(b["rows"]) <= MAX_ROWS
+                             and all(isinstance(r, dict) for r in b["rows"]),
+                             f'send {{"rows": [{{column: value}}, ...]}}, 1 to {MAX_ROWS} rows')
         try:
-            return live.ingest(frame)
-        except (DataError, MithridateError) as exc:
-            raise HTTPException(422, str(exc)) from None
+            return await run_in_threadpool(live.ingest, pd.DataFrame.from_records(body["rows"]))
+        except (DataError, MithridateError, ValueError, TypeError) as exc:
+            raise HTTPException(422, str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from None
 
     @app.get("/metrics")
     def metrics() -> Response:
@@ -134,23 +150,34 @@ def make_app(live: LiveMonitor, vault=None, service_token: str | None = None):
 
     @app.post("/alertmanager")
     async def alertmanager(request: Request) -> dict:
-        body = await read(request, lambda b: str(b.get("version")) == "4" and isinstance(b["alerts"], list),
-                          "expected Alertmanager's webhook body (version 4)")
+        token, body = await read(request, lambda b: str(b.get("version")) == "4" and isinstance(b["alerts"], list),
+                                 "expected Alertmanager's webhook body (version 4)")
         done = []
         for alert in body["alerts"]:
-            labels = alert.get("labels", {}) or {}
-            if alert.get("status") != "firing" or labels.get("action") != "rollback" or not labels.get("model"):
+            labels = alert.get("labels", {}) if isinstance(alert, dict) else {}
+            if not isinstance(labels, dict) or alert.get("status") != "firing" or \
+                    labels.get("action") != "rollback" or not labels.get("model"):
                 continue
+            if vault is None:
+                raise HTTPException(409, "rollback asked, but no vault is attached (monitor serve --vault)")
             # Alertmanager repeats a firing alert's notification: one alert (its labels and start) rolls back
             # once, or a rollback by alias would next take down the model it had just moved to
-            instance = (tuple(sorted(labels.items())), str(alert.get("startsAt", "")))
+            since = str(alert.get("startsAt", ""))
+            instance = (tuple(sorted((str(k), str(v)) for k, v in labels.items())), since)
             if instance in handled:
                 continue
-            handled.add(instance)
-            if vault is None or service_token is None:
-                raise HTTPException(409, "rollback asked, but no vault and deployer token are attached")
-            done.append(respond(vault, service_token, labels["model"], labels.get("alertname", "alert"),
-                                str(alert.get("startsAt", ""))))
+            began = parse_time(since)
+            if began is None or began > time.time() + CLOCK_SKEW_S:
+                done.append({"model": str(labels["model"]), "error": f"startsAt {since!r} is not a time in the past",
+                             "time": time.time()})
+                continue
+            result = await run_in_threadpool(respond, vault, token, str(labels["model"]),
+                                             str(labels.get("alertname", "alert")), since)
+            if "error" not in result:  # a failure is tried again when Alertmanager repeats the alert
+                handled[instance] = None
+                while len(handled) > MAX_HANDLED:
+                    handled.popitem(last=False)
+            done.append(result)
         with live._lock:
             live.responses.extend(done)
         if any(r.get("moves") for r in done):
@@ -159,10 +186,15 @@ def make_app(live: LiveMonitor, vault=None, service_token: str | None = None):
 
     @app.get("/api/state")
     def state(request: Request) -> dict:
-        caller(request)
+        token = caller(request)
         out = live.state()
-        if vault is not None and service_token is not None:
-            out["aliases"] = vault.aliases(service_token)
+        if vault is not None:
+            from mithridate.vault.errors import VaultError
+
+            try:  # what the caller may see
+                out["aliases"] = vault.aliases(token)
+            except VaultError:
+                out["aliases"] = []
         return out
 
     @app.get("/", response_class=HTMLResponse)
@@ -181,6 +213,8 @@ def respond(vault, token: str, model: str, why: str, since: str = "") -> dict:
 
     try:
         name, _, target = model.rpartition("@")
+        if not name:
+            raise VaultError(f"label model={model!r}: name MODEL@ALIAS or MODEL@N")
         if not target.isdigit():
             moved = next((a["updated"] for a in vault.aliases(token, name) if a["alias"] == target), None)
             began = parse_time(since)
@@ -191,8 +225,9 @@ def respond(vault, token: str, model: str, why: str, since: str = "") -> dict:
         result = vault.rollback(token, ref, reason=f"alert {why}")
         return {"model": ref, "response": result["response"], "moves": result["moves"],
                 "stranded": result["stranded"], "time": time.time()}
-    except VaultError as exc:
-        return {"model": model, "error": str(exc), "time": time.time()}
+    except Exception as exc:  # denied, unknown, the vault unreachable: said, and tried again on the repeat
+        return {"model": model, "error": str(exc).splitlines()[0] if str(exc) else type(exc).__name__,
+                "time": time.time()}
 
 
 def parse_time(text: str) -> float | None:

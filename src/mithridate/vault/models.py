@@ -155,7 +155,7 @@ class ModelOps:
                     raise NotFound(f"no model {parent}")
         blob = self.store.write_bytes(data)
         with self.db.begin() as conn:
-            self.db.lock(conn, f"model:{name}")
+            self.db.lock(conn, "registry")  # numbering, and no response commits unseen meanwhile
             last = conn.execute(select(models.c.number).where(models.c.name == name)
                                 .order_by(models.c.number.desc()).limit(1)).scalar()
             number = (last or 0) + 1
@@ -266,7 +266,8 @@ class ModelOps:
     def derive(self, token: str, child: str, parents: list[str]) -> dict:
         """Declare that dataset version ``child`` was made from ``parents`` (features, a join, a
         relabelling): a poisoning of a parent then reaches the child and what was trained on it. Recorded
-        once, signed, in write-once storage."""
+        once, signed, in write-once storage. A child made from data already marked poisoned is reached at
+        once: the models trained on it are quarantined and their aliases moved, as by the mark itself."""
         principal = self.authorize(token, "dataset.derive", child)
         child = self._dataset_ref(child)
         parents = sorted({self._dataset_ref(p) for p in parents} - {child})
@@ -288,7 +289,12 @@ class ModelOps:
                                                      created=body["created"], created_by=principal.name))
             self.audit.append(conn, principal.name, "dataset.derive", child, "ok", {"parents": parents})
         self._checkpoint()
-        return {"child": child, "parents": parents}
+        with self.db.engine.connect() as conn:
+            reached = child in self._blast(conn).datasets
+        if reached:  # made from data already marked poisoned: what was trained on it is reached now
+            self._respond(principal.name, "dataset.derive", [], [], f"{child} derives from data marked poisoned",
+                          dry_run=False)
+        return {"child": child, "parents": parents, "reached_by_poison": reached}
 
     def lineage(self, token: str, ref: str) -> dict:
         """Downstream of a dataset version (``DATASET@N``: derived versions, models trained on them and
@@ -341,9 +347,15 @@ class ModelOps:
         return self._respond(principal.name, "model.rollback", [], [target], reason or "rolled back", dry_run)
 
     def undo(self, token: str, response_id: str) -> dict:
-        """Reverse a response: aliases it moved go back (where nobody moved them since), models it quarantined
-        get their old status, dataset versions it marked are cleared."""
+        """Reverse a response: dataset versions it marked are cleared, models it quarantined get their old
+        status and aliases it moved go back (where nobody moved them since), except what is still reached by
+        data marked poisoned or by another quarantined model: that stays as it is (``kept``). Undoing a
+        response that marked data takes the role that may mark it."""
         principal = self.authorize(token, "model.rollback", response_id)
+        with self.db.engine.connect() as conn:  # checked before the write lock: a denial is audited at once
+            row = conn.execute(select(responses).where(responses.c.id == response_id)).first()
+        if row is not None and json.loads(row.detail)["marked"]:
+            self.authorize(token, "dataset.quarantine", response_id)
         with self.db.begin() as conn:
             self.db.lock(conn, "registry")
             row = conn.execute(select(responses).where(responses.c.id == response_id)).first()
@@ -353,27 +365,36 @@ class ModelOps:
             if row.undone_by:
                 raise Conflict(f"response {response_id} was undone by {row.undone_by} at {row.undone_at}")
             detail = json.loads(row.detail)
-            restored, kept = [], []
-            for move in detail["moves"]:
-                if self._alias_number(conn, move["model"], move["alias"]) == move["new"]:
-                    self._move(conn, move["model"], move["alias"], move["old"], principal.name)
-                    restored.append(move)
-                else:
-                    kept.append(move)
-            for ref, old in detail["quarantined"].items():
-                self._set_status(conn, ref, old, None)
             for ref in detail["marked"]:
                 dataset, number = split_ref(ref)
                 where = (dataset_marks.c.dataset == dataset) & (dataset_marks.c.number == number)
                 conn.execute(update(dataset_marks).where(where).values(status="cleared"))
                 self._seal_rows(conn, "dataset_marks", where)
+            parents, trained, tuned, statuses = self._lineage(conn)
+            others = [m for m, s in statuses.items() if s == QUARANTINED and m not in detail["quarantined"]]
+            still = blast_radius(parents, trained, tuned, self._marks(conn), others).models
+            restored, moved_since, kept = [], [], []
+            for ref, old in detail["quarantined"].items():
+                if ref in still:
+                    kept.append(ref)
+                else:
+                    self._set_status(conn, ref, old, None)
+            for move in detail["moves"]:
+                back = None if move["old"] is None else f"{move['model']}@{move['old']}"
+                if self._alias_number(conn, move["model"], move["alias"]) != move["new"]:
+                    moved_since.append(move)
+                elif back in still or back in kept:
+                    kept.append(f"{move['model']}@{move['alias']}")
+                else:
+                    self._move(conn, move["model"], move["alias"], move["old"], principal.name)
+                    restored.append(move)
             conn.execute(update(responses).where(responses.c.id == response_id)
                          .values(undone_by=principal.name, undone_at=now()))
             self._seal_rows(conn, "responses", responses.c.id == response_id)
             self.audit.append(conn, principal.name, "response.undo", response_id, "ok",
-                              {"restored": restored, "moved_since": kept})
+                              {"restored": restored, "moved_since": moved_since, "kept": kept})
         self._checkpoint()
-        return {"response": response_id, "restored": restored, "moved_since": kept}
+        return {"response": response_id, "restored": restored, "moved_since": moved_since, "kept": kept}
 
     def responses(self, token: str) -> list[dict]:
         self.authorize(token, "model.list")
@@ -395,7 +416,8 @@ class ModelOps:
                 self._model_row(conn, ref, required=True)
             parents, trained, tuned, statuses = self._lineage(conn)
             already = self._marks(conn)
-            blast = blast_radius(parents, trained, tuned, [*already, *marked], bad_models)
+            quarantined = [m for m, s in statuses.items() if s == QUARANTINED]
+            blast = blast_radius(parents, trained, tuned, [*already, *marked], [*bad_models, *quarantined])
             current = {(r.model, r.alias): r.number for r in conn.execute(select(aliases)).all()}
             moves = rollback_plan(current, statuses, blast.models)
             quarantine = {m: statuses[m] for m in sorted(blast.models, key=_order) if statuses[m] != QUARANTINED}
@@ -548,8 +570,10 @@ class ModelOps:
         return parents, trained, tuned, statuses
 
     def _blast(self, conn) -> Blast:
-        parents, trained, tuned, _ = self._lineage(conn)
-        return blast_radius(parents, trained, tuned, self._marks(conn))
+        """What data marked poisoned and quarantined models reach (a fine-tune of a quarantined model too)."""
+        parents, trained, tuned, statuses = self._lineage(conn)
+        return blast_radius(parents, trained, tuned, self._marks(conn),
+                            [m for m, s in statuses.items() if s == QUARANTINED])
 
 
 def _order(ref: str) -> tuple[str, int]:

@@ -274,13 +274,13 @@ def check_registry(vault, entries: list[dict], model_rows) -> list[str]:
     problems += [f"{k}: a signed model record with no catalog row (the model was deleted from the catalog)"
                  for k in vault.backend.list("models/") if k not in recorded]
     made = {detail(e).get("response"): e["seq"] for e in entries
-            if e["action"] in ("dataset.quarantine", "model.rollback") and e["outcome"] == "ok"}
+            if e["action"] in ("dataset.quarantine", "model.rollback", "dataset.derive") and e["outcome"] == "ok"}
     present = {r.id for r in rows["responses"]}
     problems += [f"catalog: response {r} (audit entry {seq}) is missing (deleted?)"
                  for r, seq in made.items() if r and r not in present]
     marked = {f"{r.dataset}@{r.number}" for r in rows["dataset_marks"]}
     for entry in entries:
-        if entry["action"] in ("dataset.quarantine", "model.rollback") and entry["outcome"] == "ok":
+        if entry["action"] in ("dataset.quarantine", "model.rollback", "dataset.derive") and entry["outcome"] == "ok":
             problems += [f"catalog: {ref} was marked poisoned (audit entry {entry['seq']}) but its mark is gone"
                          for ref in detail(entry).get("marked", []) if ref not in marked]
     return problems
