@@ -445,3 +445,30 @@ def test_only_a_role_that_may_roll_back_can_through_the_webhook(credit, tmp_path
     assert client.get("/api/state", headers=as_alice).json()["aliases"] == []  # a contributor lists no models
     assert client.get("/api/state", headers={"Authorization": f"Bearer {dee}"}).json()["aliases"][0]["number"] == 2
     vault.close()
+
+
+def test_the_tick_resends_a_firing_alert_to_alertmanager_and_resolves_a_quiet_one(credit):
+    """Alertmanager resolves an alert it stops hearing of: while the incident lasts the tick re-sends it
+    (same labels, no end); once the stream is quiet for the rule's window the tick resolves it, with no
+    new event needed."""
+    from mithridate.monitor.alerts import AlertmanagerSender, parse_rules
+
+    profile, live = credit
+    hook, clock = Capture(), [1_000.0]
+    monitor = LiveMonitor(profile, ert=2_000, rules=parse_rules({"rules": [{"name": "InputDrift", "window": "300s"}]}),
+                          senders=[AlertmanagerSender(hook.url.removesuffix("/hook"))], clock=lambda: clock[0],
+                          resend_s=60)
+    shifted = live.assign(income=live["income"] * 3)
+    for start in range(0, 600, 50):
+        monitor.ingest(shifted.iloc[start:start + 50])
+    assert len(hook.wait(1, timeout=5)) == 1
+    clock[0] = 1_030.0
+    assert monitor.tick() == [] and len(hook.bodies) == 1  # too soon to re-send
+    clock[0] = 1_070.0
+    monitor.tick()
+    bodies = [b for _, b in hook.wait(2, timeout=5)]
+    assert len(bodies) == 2 and bodies[1][0]["labels"] == bodies[0][0]["labels"] and "endsAt" not in bodies[1][0]
+    clock[0] = 1_400.0  # no alarm for longer than the window
+    assert [a.status for a in monitor.tick()] == ["resolved"]
+    assert "endsAt" in hook.wait(3, timeout=5)[-1][1][0]
+    hook.close()

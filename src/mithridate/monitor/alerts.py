@@ -3,11 +3,12 @@ Alertmanager's own v4 webhook format), email or the log; one incident, one notif
 
 A rule fires when its condition has held for ``for``: a calibrated alarm of a monitor (``signal: alarm``,
 optionally of one ``detector``) within the last ``window`` seconds, or a named signal at or above
-``threshold``. The alert is sent when it fires and once more when it resolves; rules are evaluated as
-events arrive, so an alert on a stream that has gone quiet resolves at its next event (Alertmanager itself
-resolves an alert it has not heard of for its ``resolve_timeout``, 5 minutes by default, and is not re-sent
-it meanwhile). A rule that fired does not notify again within ``cooldown`` of its last notification, so a
-flapping condition is one incident.
+``threshold``. The alert is sent when it fires and once more when it resolves. Rules are evaluated as
+events arrive and on a clock tick (``LiveMonitor.tick``, every few seconds in ``monitor serve``), so an
+alert on a stream that has gone quiet still resolves; while an alert fires, the tick re-sends it to
+Alertmanager, which would otherwise resolve it by itself after its ``resolve_timeout`` (Alertmanager
+deduplicates the repeats; webhooks and email get no repeats). A rule that fired does not notify again
+within ``cooldown`` of its last notification, so a flapping condition is one incident.
 
 >>> rules = parse_rules({"rules": [{"name": "InputDrift", "signal": "alarm", "severity": "page",
 ...                                 "labels": {"team": "ml-security"}}]})
@@ -358,10 +359,13 @@ class Dispatcher:
     on_result: Callable[[str, bool], None] | None = None
     failures: list[str] = field(default_factory=list)
 
-    def send(self, alerts: list[Alert]) -> None:
+    def send(self, alerts: list[Alert], only: type | None = None) -> None:
+        """Every alert to every sender (with ``only``, to the senders of that class)."""
         if not alerts:
             return
         for sender in self.senders:
+            if only is not None and not isinstance(sender, only):
+                continue
             for attempt in range(self.retries):
                 try:
                     sender.send(alerts)

@@ -15,6 +15,7 @@ is attached):
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 from collections import OrderedDict, deque
@@ -25,7 +26,7 @@ import pandas as pd
 from fastapi import Request  # at module level: FastAPI reads the endpoints' annotations from here
 
 from mithridate.errors import DataError, MithridateError
-from mithridate.monitor.alerts import AlertConfig, AlertEngine, Dispatcher, Rule, senders_for
+from mithridate.monitor.alerts import AlertConfig, AlertEngine, AlertmanagerSender, Dispatcher, Rule, senders_for
 from mithridate.monitor.base import Alarm
 from mithridate.monitor.cusum import CusumBank
 from mithridate.monitor.metrics import CONTENT_TYPE, MonitorMetrics
@@ -35,6 +36,7 @@ from mithridate.validate.profile import Profile
 DEFAULT_RULES = [Rule(name="InputDrift", signal="alarm", severity="page",
                       annotations={"description": "the live inputs left the verified baseline (calibrated alarm)"})]
 MAX_ROWS = 100_000
+log = logging.getLogger("mithridate.monitor")
 MAX_BODY = 64 << 20  # bytes of one request's JSON
 MAX_HANDLED = 10_000  # alert instances remembered as handled
 CLOCK_SKEW_S = 300  # an alert may say it began this much in the future (clocks differ), no more
@@ -46,7 +48,7 @@ class LiveMonitor:
 
     def __init__(self, profile: Profile, ert: float = 10_000, rules: AlertConfig | None = None,
                  senders: list | None = None, shift: float = 0.5, history: int = 600,
-                 clock: Callable[[], float] = time.time, random_state: int = 0):
+                 clock: Callable[[], float] = time.time, random_state: int = 0, resend_s: float = 60.0):
         reference, names = reference_matrix(profile)
         self.profile, self.clock = profile, clock
         self.bank = CusumBank(ert=ert, shift=shift, random_state=random_state).fit(reference, names)
@@ -61,6 +63,7 @@ class LiveMonitor:
         self.alerts: deque[dict] = deque(maxlen=200)
         self.responses: deque[dict] = deque(maxlen=50)
         self._lock = threading.Lock()
+        self.resend_s, self._resent = resend_s, clock()
 
     def ingest(self, frame: pd.DataFrame) -> dict:
         """Read rows (in time order); their alarms, and the alerts they raised (already sent)."""
@@ -79,6 +82,36 @@ class LiveMonitor:
         self.dispatcher.send(notify)
         return {"events": self.bank.events_, "level": level, "alarms": [a.to_dict() for a in alarms],
                 "alerts": [a.to_alertmanager() for a in notify]}
+
+    def tick(self) -> list:
+        """Evaluate the rules with no new event (a quiet stream's alert resolves) and, every ``resend_s``
+        seconds, re-send the firing alerts to Alertmanager (which resolves what it stops hearing of).
+        ``monitor serve`` calls it every few seconds; returns the notifications it sent."""
+        with self._lock:
+            now = self.clock()
+            notify = self.engine.observe([], {"level": self.bank.level()}, now=now)
+            self.alerts.extend({"time": now, "status": a.status, "labels": a.labels, "annotations": a.annotations}
+                               for a in notify)
+            firing = self.engine.active() if now - self._resent >= self.resend_s else []
+            if firing:
+                self._resent = now
+        self.dispatcher.send(notify)
+        self.dispatcher.send(firing, only=AlertmanagerSender)
+        return notify
+
+    def start_ticking(self, every_s: float = 5.0) -> threading.Event:
+        """Call :meth:`tick` every ``every_s`` seconds in a daemon thread until the returned event is set."""
+        stop = threading.Event()
+
+        def loop() -> None:
+            while not stop.wait(every_s):
+                try:
+                    self.tick()
+                except Exception:  # a tick that failed is logged; the next one tries again
+                    log.exception("monitor tick failed")
+
+        threading.Thread(target=loop, name="mithridate-monitor-tick", daemon=True).start()
+        return stop
 
     def state(self) -> dict:
         with self._lock:
@@ -268,8 +301,10 @@ def run(reference, ert: float = 10_000, rules=None, vault_path=None, token: str 
         vault = connect(str(vault_path), **({"ca": os.environ.get("MITHRIDATE_VAULT_CA")} if remote else {}))
         if token is not None:
             vault.whoami(token)  # a bad service token is said now, not at the first alert
+    stop = live.start_ticking()
     try:
         uvicorn.Server(server_config(make_app(live, vault, token), host, port, cert, key, client_ca)).run()
     finally:
+        stop.set()
         if vault is not None:
             vault.close()
