@@ -371,3 +371,24 @@ def test_data_derived_later_from_a_poisoned_version_is_reached_at_once(incident)
     assert statuses(vault, t["stew"])[model] == "quarantined"
     assert vault.resolve(t["dee"], "other@prod")["model"] == "other@1"
     assert vault.verify(t["audrey"])["ok"]
+
+
+def test_a_deleted_model_row_is_caught_and_a_failed_add_is_only_an_orphan(incident, monkeypatch):
+    vault, t = incident
+    sealing = vault._seal_rows
+
+    def crash(conn, kind, where):  # the writer dies after storing the record, before committing the row
+        if kind == "models":
+            raise RuntimeError("killed")
+        sealing(conn, kind, where)
+
+    monkeypatch.setattr(vault, "_seal_rows", crash)
+    with pytest.raises(RuntimeError):
+        vault.add_model(t["tom"], "fraud", weights(9.0), "w.json", ["train@1"])
+    monkeypatch.setattr(vault, "_seal_rows", sealing)
+    report = vault.verify(t["audrey"])
+    assert report["ok"] and any("models/fraud/5." in o for o in report["orphans"])
+    with sqlite3.connect(vault.root / "vault.db") as conn:  # the insider removes fraud@1 from the catalog
+        conn.execute("DELETE FROM models WHERE name = 'fraud' AND number = 1")
+    report = vault.verify(t["audrey"])
+    assert any("fraud/1." in p and "deleted from the catalog" in p for p in report["problems"])

@@ -4,6 +4,8 @@ feature pairs (:mod:`.correlation`) or random Fourier features (:mod:`.kernel`).
 
 from __future__ import annotations
 
+from abc import abstractmethod
+
 import numpy as np
 
 from mithridate.monitor.base import Alarm, Monitor, MonitorError, load_state
@@ -20,11 +22,13 @@ class DerivedBank(Monitor):
         stream[:, 2] = 0.8 * stream[:, 0] + 0.6 * stream[:, 2]  # a joint change, the marginals unchanged
         return rng.normal(size=(500, 3)), stream
 
+    @abstractmethod
     def _derive(self, x: np.ndarray) -> np.ndarray:
-        raise NotImplementedError
+        """The derived features of events ``x`` (rows x ``width_``)."""
 
+    @abstractmethod
     def _reads(self, signal: str) -> str:
-        raise NotImplementedError
+        """What the inner bank's alarm ``signal`` ("mean of NAME up") means, in words."""
 
     def _fit_inner(self, reference: np.ndarray, names: list[str]) -> None:
         self.width_ = len(names)

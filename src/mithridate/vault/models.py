@@ -163,13 +163,14 @@ class ModelOps:
                     "file": {"name": filename, "format": kind, **blob.to_dict()}, "sha256": digest(data),
                     "datasets": used, "parent": parent, "metrics": metrics, "created": now(),
                     "created_by": principal.name}
-            raw = sign_document(body, self.signer)
-            key = f"models/{name}/{number}.{digest(raw)[:16]}.json"
-            self.backend.put_once(key, raw)
             blast = self._blast(conn)  # trained on data already marked poisoned: quarantined from the start
             tainted = bool(set(used) & blast.datasets) or parent in blast.models
+            raw = sign_document(body, self.signer)
+            sha = digest(raw)
+            key = f"models/{name}/{number}.{sha[:16]}.json"
+            self.backend.put_once(key, raw)  # last before the row: a failure leaves at most an orphan record
             conn.execute(models.insert().values(name=name, number=number, format=kind, size=len(data), manifest=key,
-                                                manifest_sha256=digest(raw), created=body["created"],
+                                                manifest_sha256=sha, created=body["created"],
                                                 created_by=principal.name, status=QUARANTINED if tainted else CANDIDATE,
                                                 reason="trained on data marked poisoned" if tainted else None))
             self._seal_rows(conn, "models", (models.c.name == name) & (models.c.number == number))

@@ -104,10 +104,13 @@ def verify_vault(vault, witness: dict | None = None) -> dict:
                             f"{body.get('seq')}) but there is no catalog row for that manifest (rolled back, "
                             "deleted or repointed)")
 
-    recorded = {r.manifest for r in version_rows} | {r.manifest for r in upload_rows}
+    with vault.db.engine.connect() as conn:
+        model_rows = conn.execute(select(models)).all()
+    recorded = {r.manifest for r in [*version_rows, *upload_rows, *model_rows]}
     orphans = [f"{key}: signed, but no catalog row and no commit record (a writer killed before it "
                "committed; or a rollback that also deleted the commit record: compare with a witness)"
-               for key in [*vault.backend.list("manifests"), *vault.backend.list("uploads")] if key not in recorded]
+               for key in [*vault.backend.list("manifests"), *vault.backend.list("uploads"),
+                           *vault.backend.list("models")] if key not in recorded]
 
     # rows are judged only by entries that are themselves intact (an altered entry is reported already)
     trusted = [e for e in entries if e["seq"] in intact]
@@ -124,10 +127,8 @@ def verify_vault(vault, witness: dict | None = None) -> dict:
     chunk_users: dict[str, list[str]] = {}
     documents = [(f"{r.dataset}@{r.number}", r, "version") for r in version_rows]
     documents += [(f"upload {r.id}", r, "upload") for r in upload_rows]
-    with vault.db.engine.connect() as conn:
-        model_rows = conn.execute(select(models)).all()
     documents += [(f"model {r.name}@{r.number}", r, "model") for r in model_rows]
-    problems += check_registry(vault, [e for e in entries if e["seq"] in intact], model_rows)
+    problems += check_registry(vault, trusted, model_rows)
     for label, row, kind in documents:
         try:
             body = (vault._model_document(row) if kind == "model"
@@ -270,9 +271,15 @@ def check_registry(vault, entries: list[dict], model_rows) -> list[str]:
                         "dataset_marks": lambda r: f"the mark on {r.dataset}@{r.number}",
                         "responses": lambda r: f"response {r.id}"}[kind](row)
                 problems.append(f"catalog: the row of {what} was altered (seal invalid)")
+    # a record with no row is a deletion when the log says the model was added; else a writer that failed
+    # between storing the record and committing (an orphan: reported by the caller, not failed)
     recorded = {r.manifest for r in model_rows}
-    problems += [f"{k}: a signed model record with no catalog row (the model was deleted from the catalog)"
-                 for k in vault.backend.list("models/") if k not in recorded]
+    added = {e["target"] for e in entries if e["action"] == "model.add" and e["outcome"] == "ok"}
+    for key in vault.backend.list("models/"):
+        ref = "@".join(key.removeprefix("models/").split(".", 1)[0].rsplit("/", 1))
+        if key not in recorded and ref in added:
+            problems.append(f"{key}: a signed model record with no catalog row (the model was deleted from the "
+                            "catalog)")
     made = {detail(e).get("response"): e["seq"] for e in entries
             if e["action"] in ("dataset.quarantine", "model.rollback", "dataset.derive") and e["outcome"] == "ok"}
     present = {r.id for r in rows["responses"]}
