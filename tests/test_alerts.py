@@ -282,7 +282,7 @@ def test_drift_to_alertmanager_to_webhook_and_a_prometheus_rule_rolls_back(credi
 
     hook = Capture()
     monitor = LiveMonitor(profile, ert=2_000, senders=[])
-    service = Service(make_app(monitor, vault, dee))
+    service = Service(make_app(monitor, vault))
     am, am_url = start_alertmanager(tmp_path / "am", [("security", hook.url),
                                                        ("respond", f"{service.url}/alertmanager")],
                                   bearer={"respond": dee})
@@ -397,11 +397,11 @@ def test_a_repeated_or_replayed_rollback_alert_rolls_back_once(credit, tmp_path)
         "labels": {"alertname": "InputDrift", "action": "rollback", "model": "fraud@champion"}, "annotations": {}}]}
     auth = {"Authorization": f"Bearer {dee}"}
     monitor = LiveMonitor(profile, ert=200, senders=[])
-    first = TestClient(make_app(monitor, vault, dee))
+    first = TestClient(make_app(monitor, vault))
     assert first.post("/alertmanager", json=body).status_code == 401  # Alertmanager must bring a token
     assert first.post("/alertmanager", json=body, headers=auth).json()["responses"][0]["moves"][0]["new"] == 2
     first.post("/alertmanager", json=body, headers=auth)  # the repeat
-    restarted = TestClient(make_app(LiveMonitor(profile, ert=200, senders=[]), vault, dee))
+    restarted = TestClient(make_app(LiveMonitor(profile, ert=200, senders=[]), vault))
     replay = restarted.post("/alertmanager", json=body, headers=auth).json()["responses"][0]
     assert "after the alert began" in replay["skipped"]
     assert vault.resolve(dee, "fraud@champion")["model"] == "fraud@2"
@@ -427,7 +427,7 @@ def test_only_a_role_that_may_roll_back_can_through_the_webhook(credit, tmp_path
     for value in (1, 2):
         vault.promote(stew, vault.add_model(tom, "fraud", io.BytesIO(b'{"w": %d}' % value), "w.json", ["t@1"]))
     vault.set_alias(dee, "fraud", "champion", 2)
-    client = TestClient(make_app(LiveMonitor(profile, ert=200, senders=[]), vault, dee))
+    client = TestClient(make_app(LiveMonitor(profile, ert=200, senders=[]), vault))
 
     def alert(starts: float) -> dict:
         return {"version": "4", "status": "firing", "alerts": [{

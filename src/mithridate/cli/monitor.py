@@ -89,8 +89,6 @@ def serve_cmd(
     vault: Annotated[str | None, typer.Option("--vault", envvar="MITHRIDATE_VAULT", help="Vault folder or https:// "
                                               "URL (CA bundle in $MITHRIDATE_VAULT_CA): its tokens guard the "
                                               "service, its registry takes rollbacks.")] = None,
-    token: Annotated[str | None, typer.Option("--token", envvar="MITHRIDATE_TOKEN", help="A deployer's token: "
-                                              "the service rolls models back as this user.")] = None,
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port.")] = 9464,
     cert: Annotated[Path | None, typer.Option(help="TLS certificate chain (PEM).")] = None,
@@ -113,4 +111,4 @@ def serve_cmd(
         from mithridate.monitor.service import run
 
         console.print(f"calibrating to ERT {ert:g}, then serving on {'https' if cert else 'http'}://{host}:{port}/")
-        run(reference, ert=ert, rules=rules, vault_path=vault, token=token, host=host, port=port, cert=cert, key=key)
+        run(reference, ert=ert, rules=rules, vault_path=vault, host=host, port=port, cert=cert, key=key)

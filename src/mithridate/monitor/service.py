@@ -121,12 +121,11 @@ class LiveMonitor:
                     "responses": list(self.responses)[-10:], "delivery_failures": self.dispatcher.failures[-10:]}
 
 
-def make_app(live: LiveMonitor, vault=None, service_token: str | None = None):
+def make_app(live: LiveMonitor, vault=None):
     """The FastAPI application. With ``vault`` (a folder's :class:`~mithridate.vault.core.Vault` or the service's
     :class:`~mithridate.vault.client.RemoteVault`), every call but ``/metrics`` and the page needs a vault
     token, and each call acts as its caller: a rollback asked through Alertmanager's webhook is the vault's
-    rollback by the holder of the token Alertmanager sends (a deployer's), allowed or denied by the vault.
-    ``service_token`` is only checked at start (``monitor serve --token``)."""
+    rollback by the holder of the token Alertmanager sends (a deployer's), allowed or denied by the vault."""
     from fastapi import FastAPI, HTTPException
     from fastapi.responses import HTMLResponse, Response
     from starlette.concurrency import run_in_threadpool
@@ -280,8 +279,8 @@ def parse_time(text: str) -> float | None:
     return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
 
 
-def run(reference, ert: float = 10_000, rules=None, vault_path=None, token: str | None = None,
-        host: str = "127.0.0.1", port: int = 9464, cert=None, key=None, client_ca=None) -> None:
+def run(reference, ert: float = 10_000, rules=None, vault_path=None, host: str = "127.0.0.1", port: int = 9464,
+        cert=None, key=None, client_ca=None) -> None:
     """Calibrate the monitor on the baseline ``reference`` and serve it until interrupted (TLS as the
     vault's service does it)."""
     import uvicorn
@@ -299,11 +298,9 @@ def run(reference, ert: float = 10_000, rules=None, vault_path=None, token: str 
 
         remote = str(vault_path).startswith(("https://", "http://"))
         vault = connect(str(vault_path), **({"ca": os.environ.get("MITHRIDATE_VAULT_CA")} if remote else {}))
-        if token is not None:
-            vault.whoami(token)  # a bad service token is said now, not at the first alert
     stop = live.start_ticking()
     try:
-        uvicorn.Server(server_config(make_app(live, vault, token), host, port, cert, key, client_ca)).run()
+        uvicorn.Server(server_config(make_app(live, vault), host, port, cert, key, client_ca)).run()
     finally:
         stop.set()
         if vault is not None:
