@@ -35,7 +35,12 @@ def simulate_cmd(
     dp_delta: Annotated[float, typer.Option(help="Client-level DP: delta.")] = 1e-5,
     dp_clip: Annotated[float, typer.Option(help="Client-level DP: L2 clip of each update.")] = 0.5,
     dp_adaptive_clip: Annotated[bool, typer.Option(help="Adapt the clip to the median update norm.")] = False,
-    secure: Annotated[bool, typer.Option(help="Secure aggregation: the server sees only the sum.")] = False,
+    secure: Annotated[bool, typer.Option(help="Secure aggregation: no server sees a client's update.")] = False,
+    protocol: Annotated[str, typer.Option("--secure-protocol", help=(
+        "With --secure: two-server (the default rule's screens run on secret shares held by two "
+        "non-colluding servers, which learn the updates' norms and angles, not the updates), masking (one "
+        "server that sees only the sum; linear rules only) or auto (two-server for the default rule "
+        "without DP, masking otherwise)."))] = "auto",
     dropout: Annotated[float, typer.Option(help="With --secure: share of clients that drop each round.")] = 0.0,
     dataset: Annotated[str, typer.Option(help="Image demo dataset.")] = "digits",
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
@@ -50,10 +55,18 @@ def simulate_cmd(
         from mithridate.federated.simulate import Simulation
 
         check_writable("--out", out, folder=True)
-        from mithridate.federated.simulate import rule_for
+        from mithridate.federated.simulate import rule_for, secure_protocol
 
-        name, agg_options, why = rule_for(aggregator, private=dp_epsilon is not None or secure,
+        if protocol != "auto" and not secure:
+            raise MithridateError("--secure-protocol chooses how --secure runs: add --secure")
+        chosen = secure_protocol(aggregator, (True if protocol == "auto" else protocol) if secure else False,
+                                 dp=dp_epsilon is not None)
+        name, agg_options, why = rule_for(aggregator, private=dp_epsilon is not None or chosen == "masking",
                                           num_malicious=num_malicious)
+        if chosen == "two-server":
+            why = ("under --secure the default rule's screens run on secret shares held by two non-colluding "
+                   "servers: they learn the updates' norms and angles, not the updates (docs/federated.md); "
+                   "--secure-protocol masking for one server that sees only the sum")
         if why:
             console.print(f"note: {why}", highlight=False)
         if dropout and not secure:
@@ -74,7 +87,7 @@ def simulate_cmd(
         if dp_epsilon is not None:
             dp = ClientDP(dp_epsilon, dp_delta, clip=dp_clip, adaptive_clip=dp_adaptive_clip, random_state=seed)
         sim = Simulation(name, attack, malicious=malicious, clients=clients, rounds=rounds, alpha=alpha,
-                         dp=dp, secure=secure, dropout=dropout, dataset=dataset, seed=seed,
+                         dp=dp, secure=chosen or False, dropout=dropout, dataset=dataset, seed=seed,
                          aggregator_options=agg_options)
 
         def show(r) -> None:

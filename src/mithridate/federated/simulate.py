@@ -107,7 +107,7 @@ class Simulation:
                  malicious: float = 0.2, clients: int = 20, rounds: int = 20, local_epochs: int = 2,
                  lr: float = 0.1, batch_size: int = 16, server_lr: float = 1.0, alpha: float | None = None,
                  dataset: Dataset | str = "digits", reputation: bool = False, root_size: int = 100,
-                 dp: ClientDP | None = None, secure: bool = False, dropout: float = 0.0, seed: int = 0,
+                 dp: ClientDP | None = None, secure: bool | str = False, dropout: float = 0.0, seed: int = 0,
                  aggregator_options: dict | None = None, attack_options: dict | None = None):
         self.aggregator, self.attack, self.malicious, self.clients = aggregator, attack, malicious, clients
         self.rounds, self.local_epochs, self.lr, self.batch_size = rounds, local_epochs, lr, batch_size
@@ -127,8 +127,10 @@ class Simulation:
             raise MithridateError("the simulator's model takes image data (such as digits)")
         rng = np.random.default_rng(self.seed)
         train, self.test_ = split(ds, test_size=0.25, seed=self.seed)
+        rule = self.aggregator if isinstance(self.aggregator, str) else self.aggregator.name
+        self.protocol_ = secure_protocol(rule, self.secure, dp=self.dp is not None)
         if isinstance(self.aggregator, str):
-            name, options, _ = rule_for(self.aggregator, private=self.dp is not None or self.secure)
+            name, options, _ = rule_for(self.aggregator, private=self.dp is not None or self.protocol_ == "masking")
             self.agg_ = make_aggregator(name, **{**options, **self.aggregator_options})
         else:
             self.agg_ = self.aggregator
@@ -151,12 +153,15 @@ class Simulation:
         target = self.attack_.success_set(self.test_)
         self.asr_ = None if target is None else (self.model_.inputs(target[0].features), target[1])
         # reputation reads individual updates: not private, not possible under encryption
-        self.rep_ = Reputation() if self.reputation and self.dp is None and not self.secure else None
+        self.rep_ = Reputation() if self.reputation and self.dp is None and self.protocol_ is None else None
         if self.dp is not None:
             self.dp.prepare(self.agg_, expected_clients=self.clients, rounds=self.rounds)
-        if self.secure:
+        if self.protocol_ == "masking":
             from mithridate.federated.secagg.simulate import SecureRound
             self.secure_ = SecureRound(self.agg_, self.clients, dropout=self.dropout, dp=self.dp, seed=self.seed)
+        elif self.protocol_ == "two-server":
+            from mithridate.federated.secagg.two_server import TwoServerScreenedMean
+            self.secure_ = TwoServerScreenedMean(self.agg_, dropout=self.dropout, seed=self.seed)
 
     def _local_updates(self, theta: np.ndarray, rnd: int) -> np.ndarray:
         out = np.empty((self.clients, len(theta)), np.float32)
@@ -186,7 +191,7 @@ class Simulation:
             if self.dp is not None and self.dp.sampling_rate < 1:  # Poisson sampling, as the accountant assumes
                 allowed &= self._sampler.random(self.clients) < self.dp.sampling_rate
             context = {"server_update": self._server_update(theta, rnd)} if self.agg_.name == "fltrust" else {}
-            if self.secure:
+            if self.protocol_ is not None:
                 agg = self.secure_.aggregate(updates[allowed], rnd)
             elif self.dp is not None:
                 agg = self.dp.aggregate(updates[allowed], self.agg_, **context)
@@ -196,7 +201,9 @@ class Simulation:
                 self.rep_.update(ids[allowed], self.agg_.suspicion_)
             theta = (theta + self.server_lr * agg).astype(np.float32)
             excluded = ~allowed
-            if not self.secure and self.dp is None:
+            if self.protocol_ == "two-server":  # the servers know whom they left out, as the plain rule does
+                excluded[ids[allowed][self.secure_.screened_ != ""]] = True
+            elif self.protocol_ is None and self.dp is None:
                 excluded[ids[allowed][self.agg_.left_out(int(allowed.sum()))]] = True
             result = RoundResult(rnd, self.model_.accuracy(theta, self.x_test_, self.y_test_),
                                  excluded=ids[excluded].tolist())
@@ -220,9 +227,36 @@ def simulate(aggregator: str | Aggregator = "default", attack: str | MaliciousCl
     return Simulation(aggregator, attack, **options).run(on_round)
 
 
+PROTOCOLS = ("two-server", "masking")
+
+
+def secure_protocol(rule: str, secure: bool | str, dp: bool = False) -> str | None:
+    """The secure-aggregation protocol ``secure`` asks for: ``None`` (none), ``"two-server"`` (the screened
+    mean on secret shares held by two non-colluding servers, :mod:`.secagg.two_server`) or ``"masking"`` (one
+    server that sees only the sum, :mod:`.secagg.protocol`). ``True`` picks two-server for the default rule
+    without DP and masking otherwise.
+
+    >>> secure_protocol("default", True), secure_protocol("mean", True), secure_protocol("default", False)
+    ('two-server', 'masking', None)
+    """
+    if secure is False or secure is None:
+        return None
+    screened = rule in ("default", "screened_mean")
+    if secure is True:
+        return "two-server" if screened and not dp else "masking"
+    if secure not in PROTOCOLS:
+        raise MithridateError(f"the secure-aggregation protocol is one of {', '.join(PROTOCOLS)}; got {secure!r}")
+    if secure == "two-server" and not screened:
+        raise MithridateError(f"the two-server protocol runs the screened mean (the default rule), not {rule}: "
+                              "use the masking protocol for mean, norm_bound or centered_clipping")
+    if secure == "two-server" and dp:
+        raise MithridateError("DP under the two-server protocol is not built: use the masking protocol with DP")
+    return secure
+
+
 def rule_for(aggregator: str, private: bool, num_malicious: int | None = None) -> tuple[str, dict, str]:
-    """``(rule, options, why)``: the aggregation rule a run uses. Under differential privacy or secure
-    aggregation (``private``) the server cannot read individual updates, so ``default`` means centered
+    """``(rule, options, why)``: the aggregation rule a run uses. Under differential privacy or one-server
+    secure aggregation (``private``) the server cannot read individual updates, so ``default`` means centered
     clipping with one iteration (linear in the updates; see docs/federated.md) and ``why`` says so.
 
     >>> rule_for("default", private=True)[:2]
@@ -232,8 +266,8 @@ def rule_for(aggregator: str, private: bool, num_malicious: int | None = None) -
     name, why = aggregator, ""
     if private and aggregator == "default":
         name = "centered_clipping"
-        why = ("under DP or secure aggregation the default rule is centered clipping with one iteration (the "
-               "rules that read individual updates cannot run there; see docs/federated.md)")
+        why = ("under DP or one-server secure aggregation the default rule is centered clipping with one "
+               "iteration (the rules that read individual updates cannot run there; see docs/federated.md)")
     if private and name == "centered_clipping":
         options["iterations"] = 1
     return name, options, why

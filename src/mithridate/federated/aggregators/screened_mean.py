@@ -23,8 +23,9 @@ Breakdown point: each screen's statistic (median norm, median nearest-neighbour 
 is set by the honest majority while f < n/2. Past the screens, an admitted malicious update is at most
 ``max_norm_ratio`` times the typical honest length and points with the honest direction, so f of them
 move the aggregate by at most ``max_norm_ratio * f / (number admitted)`` median norms per round. It does
-not stop an attacker who stays short, distinct and aligned (a small, slow drift), and it reads every
-update, so it cannot run under secure aggregation (see docs/federated.md).
+not stop an attacker who stays short, distinct and aligned (a small, slow drift). The screens read only
+norms, distances and cosines, so :func:`screen` runs as well on numbers two servers open from secret shares
+(:mod:`mithridate.federated.secagg.two_server`); one server that sees only the sum cannot run it.
 
 >>> import numpy as np
 >>> honest = np.array([[1.0, 0.2], [0.8, -0.1], [1.1, 0.0], [0.9, 0.3]])
@@ -38,6 +39,8 @@ array([0.95, 0.1 ])
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 from mithridate.federated.aggregators.base import (
@@ -49,13 +52,14 @@ from mithridate.federated.aggregators.base import (
 )
 
 
-def duplicate_groups(x: np.ndarray, ratio: float) -> tuple[np.ndarray, np.ndarray]:
-    """Per row: how many rows (itself included) lie within ``ratio`` times the median nearest-neighbour
-    distance of it (1 for a row unlike any other), and whether it is the first row of its group."""
-    n = x.shape[0]
+def duplicate_groups(sq_distances: np.ndarray, ratio: float) -> tuple[np.ndarray, np.ndarray]:
+    """Per row of a squared-distance matrix: how many rows (itself included) lie within ``ratio`` times the
+    median nearest-neighbour distance of it (1 for a row unlike any other), and whether it is the first row
+    of its group."""
+    n = sq_distances.shape[0]
     if n < 3 or ratio <= 0:
         return np.ones(n, dtype=np.int64), np.ones(n, dtype=bool)
-    d = np.sqrt(pairwise_sq_distances(x))
+    d = np.sqrt(np.maximum(sq_distances, 0.0))
     np.fill_diagonal(d, np.inf)
     near = d <= ratio * float(np.median(d.min(axis=1)))
     first, seen = np.zeros(n, dtype=bool), np.zeros(n, dtype=bool)
@@ -65,6 +69,27 @@ def duplicate_groups(x: np.ndarray, ratio: float) -> tuple[np.ndarray, np.ndarra
             seen |= near[i]
             seen[i] = True
     return 1 + near.sum(axis=1), first
+
+
+def screen(norms: np.ndarray, sq_distances: Callable[[np.ndarray], np.ndarray],
+           reference_cosines: np.ndarray | None, robust_cosines: Callable[[np.ndarray], np.ndarray],
+           max_norm_ratio: float = 2.0, duplicate_ratio: float = 0.1,
+           min_cosine: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    """The three screens on what they read of the updates, so they run as well on plain updates as on
+    numbers opened from secret shares (:mod:`mithridate.federated.secagg.two_server`): per update its norm,
+    ``sq_distances(rows)`` among the given rows, its cosine with the reference (``None``: no reference yet)
+    and ``robust_cosines(first)``, its cosine with a robust centre of the updates marked ``first`` (one per
+    group). Returns the reason each update is left out (``""``: kept) and its group size."""
+    reason = np.where(norms > max_norm_ratio * np.median(norms), "size", "").astype(object)
+    sized = np.flatnonzero(reason == "")
+    groups, first = np.ones(len(norms), dtype=np.int64), np.zeros(len(norms), dtype=bool)
+    groups[sized], first[sized] = duplicate_groups(sq_distances(sized), duplicate_ratio)
+    cos = robust_cosines(first) if reference_cosines is None else reference_cosines
+    passed = (reason == "") & (cos > min_cosine)
+    if reference_cosines is not None and not passed[sized].any():  # nothing agrees (an overshoot): start again
+        passed = (reason == "") & (robust_cosines(first) > min_cosine)
+    reason[(reason == "") & ~passed] = "direction"
+    return reason, groups
 
 
 def cosines(x: np.ndarray, reference: np.ndarray) -> np.ndarray:
@@ -100,21 +125,15 @@ class ScreenedMean(Aggregator):
         self.resolve_malicious(x.shape[0])
         if self.max_norm_ratio < 1:
             raise AggregationError(f"screened_mean max_norm_ratio must be >= 1, got {self.max_norm_ratio}")
-        norms = np.linalg.norm(x, axis=1)
-        reason = np.where(norms > self.max_norm_ratio * np.median(norms), "size", "").astype(object)
-        sized = np.flatnonzero(reason == "")
-        groups, first = np.ones(len(x), dtype=np.int64), np.zeros(len(x), dtype=bool)
-        groups[sized], first[sized] = duplicate_groups(x[sized], self.duplicate_ratio)
         if reference is None and self.stateful:
             reference = getattr(self, "reference_", None)
-        median = np.median(x[first], axis=0)  # the first round's reference: one update per group
         if reference is None or np.shape(reference) != (x.shape[1],) or not np.any(reference):
-            reference = median
-        passed = (reason == "") & (cosines(x, reference) > self.min_cosine)
-        if not passed[sized].any():  # a reference nothing agrees with (an overshoot): start again from the median
-            reference = median
-            passed = (reason == "") & (cosines(x, reference) > self.min_cosine)
-        reason[(reason == "") & ~passed] = "direction"
+            reference = None
+        reason, groups = screen(
+            np.linalg.norm(x, axis=1), lambda rows: pairwise_sq_distances(x[rows]),
+            None if reference is None else cosines(x, reference),
+            lambda first: cosines(x, np.median(x[first], axis=0)),  # the first round's reference
+            self.max_norm_ratio, self.duplicate_ratio, self.min_cosine)
         weights = np.where(reason == "", w / groups, 0.0)
         agg = (matvec(weights / weights.sum(), x) if weights.sum() > 0 else np.zeros(x.shape[1], x.dtype))
         self.screened_, self.group_sizes_ = reason, groups
