@@ -33,11 +33,12 @@ def test_shares_that_are_not_bits_are_caught_before_they_wrap_the_ring(checks):
     """The attack: without the bit checks (``checks=0``) the wrapped client passes every screen and moves
     the aggregate by 2^18 / 11 in one coordinate; with them it is left out as invalid."""
     x = honest_updates()
-    run = TwoServerScreenedMean(ScreenedMean(stateful=False), checks=checks, seed=0)
+    run = TwoServerScreenedMean(ScreenedMean(stateful=False), seed=0)
+    run.checks = checks  # 0 only here, to show what the checks stop (the constructor refuses it)
     rng = np.random.default_rng(2)
     sent = [share(row, run.frac_bits, run.value_bits, rng) for row in x]
     sent.append(wrapping_shares(x[0], run, column=x.shape[1] - 1))
-    agg = run.combine(sent)
+    agg = run.combine(sent, x.shape[1])
     if checks == 0:
         assert run.screened_[-1] == "" and abs(agg[-1]) > 1000  # the attack works without the checks
     else:
@@ -45,16 +46,43 @@ def test_shares_that_are_not_bits_are_caught_before_they_wrap_the_ring(checks):
         assert np.abs(agg - x.mean(axis=0)).max() < 1e-3
 
 
-def test_malformed_shares_are_invalid_and_the_rest_still_aggregate():
+def test_malformed_messages_are_invalid_whatever_their_place_and_the_rest_still_aggregate():
+    """Reported in review: the first client's array set the model size for everyone, so a (5, 20) array
+    sent first made every honest client invalid and the aggregate the attacker's; odd types crashed."""
     x = honest_updates()
     run = TwoServerScreenedMean(ScreenedMean(stateful=False), seed=0)
     sent = [share(row, run.frac_bits, run.value_bits, np.random.default_rng(i)) for i, row in enumerate(x)]
-    sent.append(ClientShares(b"short", sent[0].rest))
-    sent.append(ClientShares(sent[0].seed, sent[0].rest[:-1]))
-    sent.append(ClientShares(sent[0].seed, sent[0].rest.astype(np.int64)))
-    agg = run.combine(sent)
-    assert run.screened_[10:].tolist() == ["invalid"] * 3
+    good = sent[0]
+    bad = [ClientShares(good.seed, np.ones((5, 20), np.uint64)), ClientShares(b"short", good.rest),
+           ClientShares(good.seed, good.rest[:-1]), ClientShares(good.seed, good.rest.astype(np.int64)),
+           ClientShares("x" * 32, good.rest), ClientShares(good.seed, None), None,
+           ClientShares(good.seed, np.zeros((0, 20), np.uint64))]
+    agg = run.combine(bad + sent, x.shape[1])
+    assert run.screened_.tolist() == ["invalid"] * len(bad) + [""] * 10
     assert np.abs(agg - x.mean(axis=0)).max() < 1e-3
+    assert run.opened_["gram"].shape == (10, 10)  # nothing is computed or opened about invalid clients
+
+
+def test_the_sum_is_not_opened_for_fewer_than_three_admitted_clients():
+    """Reported in review: with two clients sending junk, the opened sum was the third client's update."""
+    x = honest_updates(n=3)
+    run = TwoServerScreenedMean(ScreenedMean(stateful=False), seed=0)
+    junk = ClientShares(bytes(32), np.full((x.shape[1], run.value_bits), 7, np.uint64))
+    agg = run.combine([share(x[0]), junk, junk], x.shape[1])
+    assert run.screened_.tolist() == ["", "invalid", "invalid"]
+    assert not run.opened_["sum"] and not agg.any()
+
+
+def test_settings_and_inputs_the_rule_cannot_defend_are_refused():
+    with pytest.raises(MithridateError, match="cannot withstand"):
+        TwoServerScreenedMean(ScreenedMean(num_malicious=5)).aggregate(honest_updates(n=6))
+    for bad in (dict(checks=0), dict(dropout=0.6), dict(min_admitted=1)):
+        with pytest.raises(MithridateError):
+            TwoServerScreenedMean(**bad)
+    nan = honest_updates()
+    nan[0, 0] = np.nan
+    with pytest.raises(MithridateError, match="NaN"):
+        TwoServerScreenedMean().aggregate(nan)
 
 
 def test_two_servers_screen_what_the_plain_rule_screens_round_after_round():
@@ -78,7 +106,7 @@ def test_the_servers_open_the_gram_matrix_of_the_rounded_updates_and_nothing_per
     x = honest_updates()
     run = TwoServerScreenedMean(ScreenedMean(stateful=False), seed=0)
     run.aggregate(x)
-    assert set(run.opened_) == {"gram", "reference_dots", "invalid"}
+    assert set(run.opened_) == {"gram", "reference_dots", "invalid", "sum"} and run.opened_["sum"]
     assert run.opened_["gram"].shape == (10, 10)
     assert np.abs(run.opened_["gram"] - x @ x.T).max() < 1e-3
 
@@ -88,7 +116,7 @@ def test_dropped_clients_are_named_and_a_round_needs_three():
     run.aggregate(honest_updates(n=20))
     assert (run.screened_ == "dropped").sum() == 20 - run.log_[-1]["survivors"] > 0
     with pytest.raises(MithridateError, match="at least 3 clients"):
-        TwoServerScreenedMean().combine([share(np.zeros(4))] * 2)
+        TwoServerScreenedMean().combine([share(np.zeros(4))] * 2, 4)
 
 
 def test_secure_default_holds_off_sign_flippers_on_heterogeneous_clients_as_the_plain_default_does():

@@ -38,7 +38,7 @@ def simulate_cmd(
     secure: Annotated[bool, typer.Option(help="Secure aggregation: no server sees a client's update.")] = False,
     protocol: Annotated[str, typer.Option("--secure-protocol", help=(
         "With --secure: two-server (the default rule's screens run on secret shares held by two "
-        "non-colluding servers, which learn the updates' norms and angles, not the updates), masking (one "
+        "non-colluding servers, which learn the updates' inner products, not the updates), masking (one "
         "server that sees only the sum; linear rules only) or auto (two-server for the default rule "
         "without DP, masking otherwise)."))] = "auto",
     dropout: Annotated[float, typer.Option(help="With --secure: share of clients that drop each round.")] = 0.0,
@@ -65,8 +65,8 @@ def simulate_cmd(
                                           num_malicious=num_malicious)
         if chosen == "two-server":
             why = ("under --secure the default rule's screens run on secret shares held by two non-colluding "
-                   "servers: they learn the updates' norms and angles, not the updates (docs/federated.md); "
-                   "--secure-protocol masking for one server that sees only the sum")
+                   "servers: they learn the updates' inner products with one another, not the updates "
+                   "(docs/federated.md); --secure-protocol masking for one server that sees only the sum")
         if why:
             console.print(f"note: {why}", highlight=False)
         if dropout and not secure:

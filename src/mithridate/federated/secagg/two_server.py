@@ -24,13 +24,23 @@ shows how servers check that shared inputs are well formed. Here:
    one update per group, found by Weiszfeld's iterations over the Gram matrix (the plain rule takes the
    coordinate-wise median, which would need the values).
 
-What the servers learn: the Gram matrix (each update's norm and the angle between any two updates), each
-update's inner product with the reference, who was left out and why, and the aggregate: not an update.
+What the servers learn: who sent a malformed message, then, among the clients that passed, the Gram
+matrix (each update's norm, and its inner product with every other passing update), each update's inner
+product with the reference, who was left out and why, and the aggregate; not an update. The Gram matrix
+has a price one-server masking does not: a client the servers (or anyone colluding with them) control
+contributes a row, and its row is the projection of every honest update onto a vector it chose, one
+coordinate per such client per round if it sends a one-hot vector. The sum is opened only when at least
+``min_admitted`` (3) clients were admitted; as with any secure aggregation, clients that are Sybils of the
+servers can still subtract their own known updates from it.
 Threat model: clients may send anything; the servers follow the protocol and collude neither with each
 other nor with the dealer. Not built: Beaver material made by the two servers themselves (oblivious
 transfer or homomorphic encryption) instead of a dealer, security against a cheating server (ELSA's
 malicious-server variant), and a Flower transport (the simulator runs both servers in one process; each
 server's steps read only its own shares and what was opened).
+
+Resolution: values are rounded to ``2^-frac_bits`` (6e-5) and clipped to ``2^(value_bits-frac_bits-1)``
+(32). Updates much smaller than the rounding (a median norm near ``2^-frac_bits * sqrt(d/6)``) make the
+screens read noise; the round logs a warning, and ``frac_bits`` is a setting.
 
 Cost per client and round: ``value_bits`` ring elements per parameter to server B (160 bytes a parameter
 at 20 bits) and 32 bytes to server A; the servers exchange about as much again.
@@ -47,15 +57,18 @@ at 20 bits) and 32 bytes to server A; the servers exchange about as much again.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 from dataclasses import dataclass
 
 import numpy as np
 
 from mithridate.errors import MithridateError
-from mithridate.federated.aggregators.base import bound_weights
+from mithridate.federated.aggregators.base import bound_weights, check_updates
 from mithridate.federated.aggregators.screened_mean import ScreenedMean, screen
 from mithridate.federated.secagg.protocol import prg
+
+logger = logging.getLogger(__name__)
 
 
 def random_ring(shape: tuple[int, ...], key: bytes | None = None) -> np.ndarray:
@@ -110,16 +123,21 @@ def dealer_gram(n: int, d: int) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np
     return (u_a, w_a), (u_b, w_b)
 
 
-def challenge(key: bytes, checks: int, length: int, block: int = 1 << 15) -> list[tuple[int, np.ndarray]]:
-    """The public random challenge ``(checks, length)``, in column blocks, drawn from ``key``. Its entries
-    are below 2^32: enough, since a check of a non-bit ``v = 2^t w`` (w odd) modulo 2^64 passes for at most
-    half of them (the challenge entry must be one of ``2^t`` residues modulo ``2^(64-t)``)."""
-    out = []
+def challenge(key: bytes, checks: int, length: int, block: int = 1 << 15):
+    """The public random challenge ``(checks, length)``, drawn from ``key`` one column block at a time
+    (memory ``checks x block``). Its entries are below 2^32: enough, since a check of a non-bit ``v = 2^t w``
+    (w odd) modulo 2^64 passes for at most half of them (the challenge entry must be one of ``2^t``
+    residues modulo ``2^(64-t)``)."""
     for number, start in enumerate(range(0, length, block)):
         width = min(block, length - start)
         sub = hashlib.sha256(key + number.to_bytes(8, "little")).digest()
-        out.append((start, prg(sub, checks * width, 32).reshape(checks, width)))
-    return out
+        yield start, prg(sub, checks * width, 32).reshape(checks, width)
+
+
+def well_formed(sent: object, d: int, k: int) -> bool:
+    """Whether a client's message has the shape the servers expect (anything else is left out)."""
+    return (isinstance(sent, ClientShares) and isinstance(sent.seed, bytes) and len(sent.seed) == 32
+            and isinstance(sent.rest, np.ndarray) and sent.rest.dtype == np.uint64 and sent.rest.shape == (d, k))
 
 
 class Server:
@@ -143,15 +161,15 @@ class Server:
         self.values[client] = (bits * weights).sum(axis=1, dtype=np.uint64) - self._public(offset)
         return bits - square[0]
 
-    def bit_checks(self, opened: np.ndarray, blocks: list[tuple[int, np.ndarray]]) -> np.ndarray:
-        """Share of ``R (b^2 - b)`` for the public challenge ``R`` (:func:`challenge`): all zero when every
-        share was of a 0 or a 1. ``b^2 = u^2 + 2 e u + e^2`` with ``e = b - u`` opened."""
+    def bit_errors(self, opened: np.ndarray) -> np.ndarray:
+        """Share of ``b^2 - b`` for each bit, flattened (zero for a 0 or a 1); ``b^2 = u^2 + 2 e u + e^2``
+        with ``e = b - u`` opened. The servers open ``R (b^2 - b)`` for a public challenge ``R``."""
         u, u2 = self._square
-        error = (u2 + np.uint64(2) * opened * u + self._public(opened * opened) - self._bits).reshape(-1)
-        out = np.zeros(len(blocks[0][1]), np.uint64)
-        for start, block in blocks:
-            out += block @ error[start:start + block.shape[1]]
-        return out
+        return (u2 + np.uint64(2) * opened * u + self._public(opened * opened) - self._bits).reshape(-1)
+
+    def keep(self, rows: np.ndarray) -> None:
+        """Drop the clients that failed the checks: nothing more is computed or opened about them."""
+        self.values = self.values[rows]
 
     def masked_values(self, big_u: np.ndarray) -> np.ndarray:
         """Share of ``C - U`` (opened, uniformly random)."""
@@ -208,83 +226,97 @@ class TwoServerScreenedMean:
     """
 
     def __init__(self, rule: ScreenedMean | None = None, frac_bits: int = 14, value_bits: int = 20,
-                 checks: int = 40, dropout: float = 0.0, seed: int | None = None):
+                 checks: int = 40, min_admitted: int = 3, dropout: float = 0.0, seed: int | None = None):
         if not 2 <= value_bits <= 31 or not 0 <= frac_bits < value_bits:
             raise MithridateError(f"need 2 <= value_bits <= 31 and 0 <= frac_bits < value_bits, got {value_bits} "
                                   f"and {frac_bits}")
-        if not 0 <= dropout < 1:
-            raise MithridateError(f"dropout must be a share in [0, 1), got {dropout}")
+        if checks < 1 or min_admitted < 2:
+            raise MithridateError(f"need checks >= 1 and min_admitted >= 2, got {checks} and {min_admitted}")
+        if not 0 <= dropout < 0.5:
+            raise MithridateError(f"dropout must be a share in [0, 0.5), got {dropout}")
         self.rule = rule if rule is not None else ScreenedMean()
         self.frac_bits, self.value_bits, self.checks, self.dropout = frac_bits, value_bits, checks, dropout
+        self.min_admitted = min_admitted
         self._rng = np.random.default_rng(seed)
         self.log_: list[dict] = []
 
     def aggregate(self, updates: np.ndarray, rnd: int | None = None) -> np.ndarray:
         """Share each row as its client would (a client drops with chance ``dropout``) and combine."""
-        x = np.asarray(updates, dtype=np.float64)
+        x = check_updates(updates).astype(np.float64)
         live = np.flatnonzero(self._rng.random(len(x)) >= self.dropout)
         sent = [share(x[i], self.frac_bits, self.value_bits, self._rng) for i in live]
-        agg = self.combine(sent)
+        agg = self.combine(sent, x.shape[1])
         screened = np.full(len(x), "dropped", dtype=object)
         screened[live] = self.screened_
         self.screened_ = screened
-        self.log_.append({"round": rnd, "survivors": len(live), "left_out": int((self.screened_ != "").sum())})
+        self.log_.append({"round": rnd, "survivors": len(live), "left_out": int((self.screened_ != "").sum()),
+                          "opened": self.opened_["sum"]})
         return agg
 
-    def combine(self, sent: list[ClientShares], counts=None) -> np.ndarray:
-        """The aggregate of what clients sent; ``counts``: their self-reported example counts (bounded)."""
-        if len(sent) < 3:
-            raise MithridateError(f"the two-server protocol needs at least 3 clients, got {len(sent)}")
-        k, d = self.value_bits, sent[0].rest.shape[0]
-        if d * 4.0 ** (k - 1) >= 2.0 ** 62:
-            raise MithridateError(f"{d} parameters at {k} value bits could overflow the Gram matrix: "
-                                  "use fewer value bits")
-        n = len(sent)
+    def combine(self, sent: list, dims: int, counts=None) -> np.ndarray:
+        """The aggregate of what clients sent, for a model of ``dims`` parameters (the servers' own
+        knowledge, never a client's); ``counts``: the clients' self-reported example counts (bounded)."""
+        k, d, n = self.value_bits, int(dims), len(sent)
+        if n < 3:
+            raise MithridateError(f"the two-server protocol needs at least 3 clients, got {n}")
+        if d < 1 or d * 4.0 ** (k - 1) >= 2.0 ** 62:
+            raise MithridateError(f"{d} parameters at {k} value bits: need at least 1, and few enough that the "
+                                  "Gram matrix cannot overflow (use fewer value bits)")
+        self.rule.resolve_malicious(n)
+        if self.rule.max_norm_ratio < 1:
+            raise MithridateError(f"screened_mean max_norm_ratio must be >= 1, got {self.rule.max_norm_ratio}")
         a, b = Server(0, n, d, k), Server(1, n, d, k)
         valid = np.zeros(n, dtype=bool)
         for i, s in enumerate(sent):
-            if not (isinstance(s.rest, np.ndarray) and s.rest.shape == (d, k) and s.rest.dtype == np.uint64
-                    and len(s.seed) == 32):
-                continue  # its values stay zero shares, and it is left out as invalid
+            if not well_formed(s, d, k):
+                continue  # left out as invalid
             square_a, square_b = dealer_squares((d, k))
             e = a.receive(i, random_ring((d, k), s.seed), square_a) + b.receive(i, s.rest, square_b)
+            error_a, error_b = a.bit_errors(e), b.bit_errors(e)
             coins = hashlib.sha256(os.urandom(32) + os.urandom(32)).digest()  # each server's coin, drawn now
-            blocks = challenge(coins, self.checks, d * k)  # both servers derive it from the coins
-            valid[i] = not (a.bit_checks(e, blocks) + b.bit_checks(e, blocks)).any()
-        (u_a, w_a), (u_b, w_b) = dealer_gram(n, d)
+            opened = np.zeros(self.checks, np.uint64)
+            for start, block in challenge(coins, self.checks, d * k):  # each server applies it to its share
+                end = start + block.shape[1]
+                opened += block @ error_a[start:end] + block @ error_b[start:end]
+            valid[i] = not opened.any()
+        rows = np.flatnonzero(valid)
+        reason = np.full(n, "invalid", dtype=object)
+        self.screened_, self.opened_ = reason, {"invalid": np.flatnonzero(~valid).tolist(), "gram": None,
+                                                "reference_dots": None, "sum": False}
+        if not len(rows):
+            return np.zeros(d)
+        a.keep(rows)
+        b.keep(rows)
+        (u_a, w_a), (u_b, w_b) = dealer_gram(len(rows), d)
         big_e = a.masked_values(u_a) + b.masked_values(u_b)
         scale = 2.0 ** self.frac_bits
-        gram = signed(a.gram(big_e, u_a, w_a) + b.gram(big_e, u_b, w_b)).astype(np.float64) / scale ** 2
-
-        rows = np.flatnonzero(valid)
-        reason = np.full(len(sent), "invalid", dtype=object)
-        weights = np.zeros(len(sent))
+        g = signed(a.gram(big_e, u_a, w_a) + b.gram(big_e, u_b, w_b)).astype(np.float64) / scale ** 2
+        norms = np.sqrt(np.maximum(np.diag(g), 0.0))
+        if np.median(norms) < 8 * np.sqrt(d / 6) / scale:
+            logger.warning("the updates' median norm %.3g is near the rounding of %d fractional bits: the screens "
+                           "read rounding noise (use more frac_bits)", np.median(norms), self.frac_bits)
         reference = getattr(self.rule, "reference_", None) if self.rule.stateful else None
-        dots = None
-        if len(rows):
-            g = gram[np.ix_(rows, rows)]
-            norms = np.sqrt(np.maximum(np.diag(g), 0.0))
-            cos = None
-            if reference is not None and np.shape(reference) == (d,) and np.any(reference):
-                half = 1 << (k - 1)
-                r = np.clip(np.round(np.asarray(reference) * scale), -half, half - 1).astype(np.int64)
+        cos = dots = None
+        if reference is not None and np.shape(reference) == (d,) and np.any(reference):
+            half = 1 << (k - 1)
+            r = np.clip(np.round(np.asarray(reference) * scale), -half, half - 1).astype(np.int64)
+            if np.any(r):
                 ring = r.astype(np.uint64)
                 dots = signed(a.dots(ring) + b.dots(ring)).astype(np.float64) / scale ** 2
-                cos = cosine(dots[rows], norms, float(np.linalg.norm(r)) / scale)
-            reason[rows], groups = screen(
-                norms, lambda sub: squared_distances(g[np.ix_(sub, sub)]), cos,
-                lambda first: robust_cosines(g, first, norms),
-                self.rule.max_norm_ratio, self.rule.duplicate_ratio, self.rule.min_cosine)
-            w = bound_weights(None if counts is None else np.asarray(counts)[rows], len(rows),
-                              self.rule.max_weight_ratio)
-            weights[rows] = np.where(reason[rows] == "", w / groups, 0.0)
-        self.screened_ = reason
-        self.opened_ = {"gram": gram, "reference_dots": dots, "invalid": np.flatnonzero(~valid).tolist()}
-        if weights.sum() <= 0:
+                cos = cosine(dots, norms, float(np.linalg.norm(r)) / scale)
+        reason[rows], groups = screen(
+            norms, lambda sub: squared_distances(g[np.ix_(sub, sub)]), cos,
+            lambda first: robust_cosines(g, first, norms),
+            self.rule.max_norm_ratio, self.rule.duplicate_ratio, self.rule.min_cosine)
+        self.opened_.update(gram=g, reference_dots=dots)
+        w = bound_weights(None if counts is None else np.asarray(counts)[rows], len(rows), self.rule.max_weight_ratio)
+        weights = np.where(reason[rows] == "", w / groups, 0.0)
+        if (weights > 0).sum() < self.min_admitted:  # a sum of one or two updates would reveal them
             return np.zeros(d)
-        q = np.round(weights / weights.max() * (1 << 16)).astype(np.int64)
-        total = signed(a.weighted_sum(q.astype(np.uint64)) + b.weighted_sum(q.astype(np.uint64)))
-        agg = total.astype(np.float64) / (q.sum() * scale)
+        q = np.round(weights / weights.max() * (1 << 16)).astype(np.uint64)
+        total = signed(a.weighted_sum(q) + b.weighted_sum(q))
+        agg = total.astype(np.float64) / (float(q.sum()) * scale)
+        self.opened_["sum"] = True
         if self.rule.stateful and np.any(agg):
             self.rule.reference_ = agg
         return agg
