@@ -1,0 +1,113 @@
+"""``mithridate harden`` and ``mithridate predict``: train a model that resists poison, and use it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import numpy as np
+import pandas as pd
+import typer
+
+from mithridate.cli.app import app, check_writable, console, refuse_overwriting, status, user_errors
+from mithridate.cli.scan import LabelOpt
+from mithridate.errors import DataError
+
+DEFENCES = "none, dpa, finite"
+
+
+@app.command()
+def harden(
+    data: Annotated[str, typer.Argument(help="Training data: CSV/TSV, Parquet, .npz, image folder, or demo:NAME.")],
+    out: Annotated[Path, typer.Option("--out", help="Folder for model.safetensors, model.json, training.json.")],
+    label: LabelOpt = None,
+    defence: Annotated[str, typer.Option(help=f"Trainer: {DEFENCES}.")] = "dpa",
+    partitions: Annotated[int, typer.Option(help="dpa, finite: partitions of the rows (members see 1/K of "
+                                            "them each).")] = 50,
+    spread: Annotated[int, typer.Option(help="finite: members each row's bucket trains.")] = 4,
+    epochs: Annotated[int | None, typer.Option(help="Epochs per network (default: about 1,000 steps).")] = None,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+) -> None:
+    """Train a model on DATA that resists poisoned rows. `dpa` (the default) and `finite` certify each prediction: how
+    many training rows could be inserted or removed without changing it. Writes OUT/model.safetensors,
+    OUT/model.json (never pickle) and OUT/training.json (what was trained, the certificate's settings)."""
+    from mithridate.data import load
+    from mithridate.harden import make_trainer, save
+
+    with user_errors():
+        written = ("model.safetensors", "model.json", "training.json")
+        refuse_overwriting([data], {"--out": out, **{f"--out ({n})": out / n for n in written}})
+        check_writable("--out", out, folder=True)
+        options = {"epochs": epochs, "random_state": seed}
+        if defence in ("dpa", "finite"):
+            options["partitions"] = partitions
+        if defence == "finite":
+            options["spread"] = spread
+        trainer = make_trainer(defence, **options)
+        dataset = load(data, label)
+        with status(f"training {defence} on {dataset.n_rows:,} rows"):
+            trainer.fit(dataset)
+        save(trainer, out)
+    members = trainer.report_["members"]
+    typer.echo(f"trained {defence} ({members} network{'s' * (members > 1)}) on {dataset.n_rows:,} rows; wrote "
+               f"{out / 'model.safetensors'}, model.json and training.json")
+
+
+def prediction_features(data: str, model) -> pd.DataFrame | np.ndarray:
+    """What the model reads from DATA: a table's columns (any label column is ignored) or the images."""
+    from mithridate.data import data_format, load, read_table
+
+    if model.kind_ == "table" and not data.startswith("demo:"):
+        path = Path(data)
+        if not path.exists():
+            raise DataError(f"{path}: no such file or folder")
+        if data_format(path) in ("folder", "npz"):
+            raise DataError(f"{data}: the model was trained on a table, not images")
+        table = read_table(path, path.name)
+        table.columns = [str(c) for c in table.columns]
+    else:
+        table = load(data).features
+    needed = {c["name"] for m in model.members_ for c in m.encoder.get("columns", [])}
+    if model.kind_ == "table" and not isinstance(table, pd.DataFrame):
+        raise DataError(f"{data}: the model was trained on a table, not images")
+    if model.kind_ == "image" and isinstance(table, pd.DataFrame):
+        raise DataError(f"{data}: the model was trained on images, not a table")
+    missing = sorted(needed - set(getattr(table, "columns", [])))
+    if missing:
+        raise DataError(f"{data}: lacks the column(s) the model reads: {', '.join(missing[:5])}")
+    if model.kind_ == "image":
+        shape = tuple(model.members_[0].encoder["shape"])
+        if tuple(np.shape(table)[1:]) != shape:
+            raise DataError(f"{data}: images of shape {np.shape(table)[1:]}, the model reads {shape}")
+    return table
+
+
+@app.command()
+def predict(
+    model_dir: Annotated[Path, typer.Argument(help="A folder written by `mithridate harden`.")],
+    data: Annotated[str, typer.Argument(help="Rows to predict: CSV/TSV, Parquet, .npz, image folder, demo:NAME.")],
+    out: Annotated[Path, typer.Option("--out", help="CSV to write: row,prediction[,certified_radius].")],
+) -> None:
+    """Predict DATA with a hardened model. Certified models add each prediction's certified radius (training
+    rows that could be inserted or removed without changing it). A model folder that is missing, altered or
+    of another format is refused (exit 2)."""
+    from mithridate.data import atomic_path
+    from mithridate.harden import load
+
+    with user_errors():
+        refuse_overwriting([data, model_dir], {"--out": out})
+        check_writable("--out", out)
+        model = load(model_dir)
+        features = prediction_features(data, model)
+        if model.certified:
+            pred, radius = model.certify(features)
+        else:
+            pred, radius = model.predict(features), None
+        names = np.asarray(model.classes_, dtype=object)[pred]
+        table = pd.DataFrame({"row": np.arange(len(pred)), "prediction": names})
+        if radius is not None:
+            table["certified_radius"] = radius
+        with atomic_path(out) as tmp:
+            table.to_csv(tmp, index=False)
+    extra = f"; median certified radius {int(np.median(radius))}" if radius is not None else ""
+    console.print(f"predicted {len(pred):,} rows{extra}; wrote {out}", highlight=False)

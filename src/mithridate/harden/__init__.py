@@ -1,0 +1,11 @@
+"""Hardened training (issue 14): trainers that resist poison the data checks missed, and certify what
+they predict. One protocol (:class:`~mithridate.harden.base.Trainer`), one file per rule, models saved as
+safetensors + JSON (:func:`~mithridate.harden.base.save`, :func:`~mithridate.harden.base.load`)."""
+
+from mithridate.harden.base import TRAINERS, Trainer, load, make_trainer, save
+from mithridate.harden.dpa import DeepPartitionAggregation
+from mithridate.harden.finite import FiniteAggregation
+from mithridate.harden.plain import Plain
+
+__all__ = ["TRAINERS", "DeepPartitionAggregation", "FiniteAggregation", "Plain", "Trainer", "load",
+           "make_trainer", "save"]
