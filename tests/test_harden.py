@@ -120,3 +120,60 @@ def test_the_finite_aggregation_certificate_holds_against_every_set_of_corrupted
                 moved = votes[:, 0].copy()
                 moved[touched] = other
                 assert np.bincount(moved, minlength=n_classes).argmax() == pred[0]
+
+
+def small_table(n: int = 240, seed: int = 0) -> Dataset:
+    rng = np.random.default_rng(seed)
+    a = rng.integers(0, 10, n)
+    table = pd.DataFrame({"a": a, "b": rng.normal(size=n), "c": rng.choice(["u", "v"], n)})
+    return Dataset.from_labels(table, np.where(a + 3 * (table["c"] == "u") > 6, "yes", "no"))
+
+
+@pytest.mark.parametrize("odd", [np.nan, 50.5, "x"])
+def test_a_row_that_changes_a_columns_dtype_moves_only_its_own_bucket(odd):
+    """Reported in review: the row hash and each member's encoder read the dtype of the whole column, so one
+    row with an empty cell (int -> float) or a word (int -> text) moved most rows to other partitions and
+    changed every member: certified predictions changed. Now cells are hashed and typed as what they say."""
+    from mithridate.harden.finite import row_hashes
+
+    clean = small_table()
+    poisoned = pd.concat([clean.features, pd.DataFrame({"a": [odd], "b": [0.0], "c": ["u"]})], ignore_index=True)
+    assert poisoned["a"].dtype != clean.features["a"].dtype
+    np.testing.assert_array_equal(row_hashes(poisoned)[:-1], row_hashes(clean.features))
+    model = DeepPartitionAggregation(partitions=5, epochs=15).fit(clean)
+    pred, radius = model.certify(clean.features)
+    merged = Dataset(poisoned, np.append(clean.y, 0), clean.classes)
+    after, _ = DeepPartitionAggregation(partitions=5, epochs=15).fit(merged).certify(clean.features)
+    assert (after[radius >= 1] == pred[radius >= 1]).all()
+
+
+def test_with_declared_classes_a_poisoned_row_cannot_add_a_class():
+    """Reported in review: a row with a new label ("aaa", sorting first) shifted every class code and grew
+    every member's output layer. With the classes declared it is set aside and nothing moves."""
+    clean = small_table()
+    model = DeepPartitionAggregation(partitions=5, classes=["no", "yes"], epochs=15).fit(clean)
+    pred, _ = model.certify(clean.features)
+    poisoned = pd.concat([clean.features, clean.features.iloc[:1]], ignore_index=True)
+    labels = np.append(np.asarray(clean.classes, dtype=object)[clean.y], "aaa")
+    attacked = DeepPartitionAggregation(partitions=5, classes=["no", "yes"], epochs=15).fit(
+        Dataset.from_labels(poisoned, labels))
+    np.testing.assert_array_equal(attacked.certify(clean.features)[0], pred)
+    assert attacked.report_["set_aside"] == {"label not among the declared classes": 1}
+
+
+def test_crafted_model_configs_get_one_line_not_a_traceback(tmp_path):
+    """Reported in review: configs with a valid digest but odd contents crashed load or predict."""
+    from mithridate.harden.base import digest
+
+    model = DeepPartitionAggregation(partitions=3, epochs=5).fit(small_table())
+    save(model, tmp_path / "m")
+    config = json.loads((tmp_path / "m" / "model.json").read_text())
+    blob = (tmp_path / "m" / "model.safetensors").read_bytes()
+    crafted = [("classes", [0]), ("kind", None), ("params", {"partitions": 5}), ("params", {"partitions": "x"}),
+               ("trainer", ["dpa"]), ("members", [{"encoder": {"kind": "table", "columns": [{"name": "a"}]}}] * 3)]
+    for key, value in crafted:
+        bad = {**config, key: value}
+        bad["sha256"] = digest(blob, bad)
+        (tmp_path / "m" / "model.json").write_text(json.dumps(bad))
+        with pytest.raises(DataError):
+            load(tmp_path / "m")

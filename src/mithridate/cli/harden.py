@@ -25,6 +25,9 @@ def harden(
     partitions: Annotated[int, typer.Option(help="dpa, finite: partitions of the rows (members see 1/K of "
                                             "them each).")] = 50,
     spread: Annotated[int, typer.Option(help="finite: members each row's bucket trains.")] = 4,
+    classes: Annotated[str | None, typer.Option(help="The classes, comma-separated: rows with any other label "
+                                                "are set aside, so poison cannot add a class (default: the "
+                                                "data's own, taken as given).")] = None,
     epochs: Annotated[int | None, typer.Option(help="Epochs per network (default: about 1,000 steps).")] = None,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
 ) -> None:
@@ -38,7 +41,8 @@ def harden(
         written = ("model.safetensors", "model.json", "training.json")
         refuse_overwriting([data], {"--out": out, **{f"--out ({n})": out / n for n in written}})
         check_writable("--out", out, folder=True)
-        options = {"epochs": epochs, "random_state": seed}
+        options = {"epochs": epochs, "random_state": seed,
+                   "classes": None if classes is None else [c.strip() for c in classes.split(",")]}
         if defence in ("dpa", "finite"):
             options["partitions"] = partitions
         if defence == "finite":
@@ -48,9 +52,10 @@ def harden(
         with status(f"training {defence} on {dataset.n_rows:,} rows"):
             trainer.fit(dataset)
         save(trainer, out)
-    members = trainer.report_["members"]
-    typer.echo(f"trained {defence} ({members} network{'s' * (members > 1)}) on {dataset.n_rows:,} rows; wrote "
-               f"{out / 'model.safetensors'}, model.json and training.json")
+    members, aside = trainer.report_["members"], sum(trainer.report_["set_aside"].values())
+    note = f" ({aside:,} set aside: label not among --classes)" if aside else ""
+    typer.echo(f"trained {defence} ({members} network{'s' * (members > 1)}) on {trainer.report_['rows']:,} rows"
+               f"{note}; wrote {out / 'model.safetensors'}, model.json and training.json")
 
 
 def prediction_features(data: str, model) -> pd.DataFrame | np.ndarray:
@@ -99,10 +104,13 @@ def predict(
         check_writable("--out", out)
         model = load(model_dir)
         features = prediction_features(data, model)
-        if model.certified:
-            pred, radius = model.certify(features)
-        else:
-            pred, radius = model.predict(features), None
+        if len(features) == 0:
+            raise DataError(f"{data}: no rows to predict")
+        try:
+            pred, radius = model.certify(features) if model.certified else (model.predict(features), None)
+        except (KeyError, IndexError, TypeError, ValueError) as error:
+            raise DataError(f"{model_dir}: the model cannot read these rows ({error.__class__.__name__}: "
+                            f"{error})"[:300]) from None
         names = np.asarray(model.classes_, dtype=object)[pred]
         table = pd.DataFrame({"row": np.arange(len(pred)), "prediction": names})
         if radius is not None:

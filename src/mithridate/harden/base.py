@@ -48,19 +48,37 @@ class Trainer(BaseEstimator, ABC):
     #: the network images get when ``network="auto"``: ensembles of many members take the cheaper one
     image_network = "cnn"
 
-    def __init__(self, network: str = "auto", epochs: int | None = None, random_state: int = 0):
-        self.network, self.epochs, self.random_state = network, epochs, random_state
+    def __init__(self, classes: list | None = None, network: str = "auto", epochs: int | None = None,
+                 random_state: int = 0):
+        self.classes, self.network, self.epochs, self.random_state = classes, network, epochs, random_state
 
     def fit(self, dataset: Dataset) -> Trainer:
-        if dataset.n_rows < 2 or len(np.unique(dataset.y)) < 2:
-            raise MithridateError("training needs at least 2 rows of at least 2 classes")
+        """Train on ``dataset``. With ``classes`` declared, labels are read by name against them and a row
+        with any other label is set aside (a poisoned row cannot add a class, which would change every
+        member); without, the data's own classes are taken as given."""
         if self.network not in ("auto", *ARCHITECTURES):
             raise MithridateError(f"network must be auto, {', '.join(ARCHITECTURES)}; got {self.network!r}")
+        set_aside: dict[str, int] = {}
+        if self.classes is not None:
+            names = [str(c) for c in self.classes]
+            if len(set(names)) != len(names) or len(names) < 2:
+                raise MithridateError(f"classes must name at least 2 distinct classes, got {self.classes!r}")
+            labels = np.asarray([str(c) for c in dataset.classes], dtype=object)[dataset.y]
+            code = {name: i for i, name in enumerate(names)}
+            known = np.array([label in code for label in labels], dtype=bool)
+            if (~known).any():
+                set_aside["label not among the declared classes"] = int((~known).sum())
+            dataset = dataset.take(np.flatnonzero(known))
+            dataset = dataset.replace(y=np.array([code[label] for label in labels[known]], dtype=np.int64),
+                                      classes=tuple(self.classes))
+        if dataset.n_rows < 2 or len(np.unique(dataset.y)) < 2:
+            raise MithridateError("training needs at least 2 rows of at least 2 classes")
         self.arch_ = self.image_network if self.network == "auto" else self.network
         self.classes_, self.kind_ = tuple(dataset.classes), dataset.kind
-        self.members_, self.report_ = self._fit(dataset)
-        self.report_ = {"trainer": self.name, "rows": dataset.n_rows, "classes": len(self.classes_),
-                        "members": len(self.members_), **self.report_}
+        self.members_, report = self._fit(dataset)
+        self.report_ = {"trainer": self.name, "rows": dataset.n_rows, "classes": [str(c) for c in self.classes_],
+                        "classes_declared": self.classes is not None, "set_aside": set_aside,
+                        "members": len(self.members_), **report}
         return self
 
     @abstractmethod
@@ -93,10 +111,13 @@ def make_trainer(name: str, **options) -> Trainer:
 
 
 def save(trainer: Trainer, folder: str | Path) -> Path:
-    """Write ``model.safetensors``, ``model.json`` and ``training.json`` into ``folder`` (each atomically)."""
-    from safetensors.numpy import save as to_bytes
+    """Write ``model.safetensors``, ``model.json`` and ``training.json`` into ``folder``, as one step: they
+    are written into a new sibling folder that then takes the place of ``folder``, so an interrupted save
+    leaves the old model whole."""
+    import shutil
+    import tempfile
 
-    from mithridate.data import atomic_path
+    from safetensors.numpy import save as to_bytes
 
     folder = Path(folder)
     tensors: dict[str, np.ndarray] = {}
@@ -105,14 +126,25 @@ def save(trainer: Trainer, folder: str | Path) -> Path:
     blob = to_bytes(tensors)
     config = {"format": FORMAT, "trainer": trainer.name, "params": trainer.get_params(),
               "classes": [c if isinstance(c, (int, float, str, bool)) else str(c) for c in trainer.classes_],
-              "kind": trainer.kind_, "members": [m.config() for m in trainer.members_]}
+              "kind": trainer.kind_, "members": [m.config() for m in trainer.members_],
+              "report": json.loads(json.dumps(trainer.report_, default=str))}
     config["sha256"] = digest(blob, config)
-    with atomic_path(folder / "model.safetensors") as tmp:
-        tmp.write_bytes(blob)
-    with atomic_path(folder / "model.json") as tmp:
-        tmp.write_text(json.dumps(config, indent=2))
-    with atomic_path(folder / "training.json") as tmp:
-        tmp.write_text(json.dumps(trainer.report_, indent=2, default=str))
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    try:
+        (staging / "model.safetensors").write_bytes(blob)
+        (staging / "model.json").write_text(json.dumps(config, indent=2))
+        (staging / "training.json").write_text(json.dumps(config["report"], indent=2))
+        old = None
+        if folder.exists():
+            old = folder.with_name(f".{folder.name}.old-{staging.name}")
+            folder.rename(old)
+        staging.rename(folder)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
     return folder
 
 
@@ -123,9 +155,8 @@ def digest(blob: bytes, config: dict) -> str:
 
 
 def load(folder: str | Path) -> Trainer:
-    """The trainer saved in ``folder``; a :class:`DataError` (one line) when it is missing, altered or not
-    a model this version wrote."""
-    from safetensors import SafetensorError
+    """The trainer saved in ``folder``; a :class:`DataError` (one line) when it is missing, altered,
+    inconsistent or not a model this version wrote."""
     from safetensors.numpy import load as from_bytes
 
     folder = Path(folder)
@@ -135,9 +166,10 @@ def load(folder: str | Path) -> Trainer:
             raise DataError(f"{folder}: no {path.name} (not a model folder written by `mithridate harden`)")
     try:
         config = json.loads(config_path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as error:
         raise DataError(f"{config_path}: not a model config ({error.__class__.__name__})") from None
-    if not isinstance(config, dict) or config.get("format") != FORMAT or config.get("trainer") not in TRAINERS:
+    if (not isinstance(config, dict) or config.get("format") != FORMAT or not isinstance(config.get("trainer"), str)
+            or config["trainer"] not in TRAINERS):
         raise DataError(f"{config_path}: not a model config of format {FORMAT}")
     blob = weights_path.read_bytes()
     if digest(blob, config) != config.get("sha256"):
@@ -147,9 +179,37 @@ def load(folder: str | Path) -> Trainer:
         tensors = from_bytes(blob)
         trainer = TRAINERS[config["trainer"]](**config["params"])
         trainer.members_ = [Member.restore(m, tensors, f"m{i}.") for i, m in enumerate(config["members"])]
-    except (SafetensorError, KeyError, RuntimeError, TypeError, ValueError) as error:
+        trainer.classes_, trainer.kind_ = tuple(config["classes"]), str(config["kind"])
+        trainer.report_ = dict(config.get("report", {}))
+        check_consistent(trainer)
+    except Exception as error:  # a config this version did not write: whatever breaks, one line
         raise DataError(f"{folder}: the model does not load ({error.__class__.__name__}: {error})"[:300]) from None
-    trainer.classes_, trainer.kind_ = tuple(config["classes"]), config["kind"]
-    report = folder / "training.json"
-    trainer.report_ = json.loads(report.read_text()) if report.is_file() else {}
     return trainer
+
+
+def check_consistent(trainer: Trainer) -> None:
+    """What predicting relies on, checked once at load: members agree on the classes and the input, and an
+    ensemble has the members its settings say."""
+    members = trainer.members_
+    if not members or trainer.kind_ not in ("table", "image"):
+        raise ValueError("no members, or an unknown kind of data")
+    if {m.n_classes for m in members} != {len(trainer.classes_)}:
+        raise ValueError(f"members predict {sorted({m.n_classes for m in members})} classes, the config names "
+                         f"{len(trainer.classes_)}")
+    if {m.encoder.get("kind") for m in members} != {trainer.kind_}:
+        raise ValueError("members read another kind of data than the config says")
+    expected = getattr(trainer, "buckets", lambda: 1)()
+    if len(members) != expected:
+        raise ValueError(f"{len(members)} members where the settings need {expected}")
+    for m in members:
+        if m.encoder["kind"] == "image":
+            float(m.encoder["lo"]), float(m.encoder["hi"]), [int(v) for v in m.encoder["shape"]]
+            continue
+        for c in m.encoder["columns"]:
+            str(c["name"])
+            if c["type"] == "number":
+                float(c["median"]), float(c["mean"]), float(c["scale"]), bool(c["missing"])
+            elif c["type"] == "category":
+                [str(v) for v in c["levels"]]
+            else:
+                raise ValueError(f"unknown column type {c['type']!r}")

@@ -12,10 +12,10 @@ from mithridate.harden.finite import FiniteAggregation
 class DeepPartitionAggregation(FiniteAggregation):
     name = "dpa"
 
-    def __init__(self, partitions: int = 50, network: str = "auto", epochs: int | None = None,
-                 random_state: int = 0):
-        super().__init__(partitions, 1, network, epochs, random_state)
+    def __init__(self, partitions: int = 50, classes: list | None = None, network: str = "auto",
+                 epochs: int | None = None, random_state: int = 0):
+        super().__init__(partitions, 1, classes, network, epochs, random_state)
 
     def get_params(self, deep: bool = True) -> dict:
-        return {"partitions": self.partitions, "network": self.network, "epochs": self.epochs,
-                "random_state": self.random_state}
+        return {"partitions": self.partitions, "classes": self.classes, "network": self.network,
+                "epochs": self.epochs, "random_state": self.random_state}

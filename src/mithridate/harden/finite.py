@@ -19,13 +19,20 @@ from mithridate.data import Dataset
 from mithridate.errors import MithridateError
 from mithridate.harden.base import Trainer, register
 from mithridate.harden.certify import certified_radius
+from mithridate.harden.member import canonical
 
 
 def row_hashes(features: pd.DataFrame | np.ndarray) -> np.ndarray:
-    """A deterministic 64-bit hash of each row's content (the same row hashes the same in any data set)."""
+    """A 64-bit hash of each row's content that no other row can change: table cells as their canonical
+    text (:func:`~mithridate.harden.member.canonical`, so a column's dtype does not matter) in the order of
+    the sorted column names; images as their float64 values."""
     if isinstance(features, pd.DataFrame):
-        return pd.util.hash_pandas_object(features, index=False).to_numpy(dtype=np.uint64)
-    images = np.ascontiguousarray(features)
+        names = sorted(features.columns, key=str)
+        cells = pd.DataFrame({str(c): canonical(features[c]).fillna("\x00") for c in names})
+        joined = cells.astype(str).agg("\x1f".join, axis=1) if len(names) else pd.Series([""] * len(features))
+        return np.array([int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little") for text in joined],
+                        dtype=np.uint64)
+    images = np.asarray(features, dtype=np.float64)
     return np.array([int.from_bytes(hashlib.sha256(img.tobytes()).digest()[:8], "little") for img in images],
                     dtype=np.uint64)
 
@@ -38,9 +45,9 @@ class FiniteAggregation(Trainer):
     certified = True
     image_network = "mlp"
 
-    def __init__(self, partitions: int = 50, spread: int = 4, network: str = "auto", epochs: int | None = None,
-                 random_state: int = 0):
-        super().__init__(network, epochs, random_state)
+    def __init__(self, partitions: int = 50, spread: int = 4, classes: list | None = None, network: str = "auto",
+                 epochs: int | None = None, random_state: int = 0):
+        super().__init__(classes, network, epochs, random_state)
         self.partitions, self.spread = partitions, spread
 
     def buckets(self) -> int:

@@ -22,8 +22,20 @@ STEPS = 1_000
 MAX_LEVELS = 20
 
 
+def canonical(col: pd.Series) -> pd.Series:
+    """Each cell as the text it stands for, whatever the column's dtype: a number (or text that reads as
+    one) as ``repr(float)``, so 3, 3.0 and "3" agree; other text as itself; missing as ``None``. One odd row
+    can change a column's dtype when a file is read (an int column turns float, or text), and nothing a
+    member learns or a row hashes to may depend on other rows."""
+    numbers = pd.to_numeric(col, errors="coerce")
+    text = col.astype(object).map(lambda v: None if v is None or (isinstance(v, float) and np.isnan(v)) else str(v))
+    out = text.where(numbers.isna(), numbers.map(lambda v: repr(float(v))))
+    return out.where(col.notna(), None)
+
+
 def fit_encoder(features: pd.DataFrame | np.ndarray) -> dict:
-    """The encoder's state, learnt from these rows only (JSON).
+    """The encoder's state, learnt from these rows only (JSON). A column is numeric for this member when all
+    of its own values read as numbers.
 
     >>> enc = fit_encoder(pd.DataFrame({"a": [1.0, None, 3.0], "b": ["x", "y", "x"]}))
     >>> encode(pd.DataFrame({"a": [2.0], "b": ["z"]}), enc).tolist()  # a, a missing?, b=x, b=y, b other
@@ -35,15 +47,15 @@ def fit_encoder(features: pd.DataFrame | np.ndarray) -> dict:
     columns = []
     for name in features.columns:
         col = features[name]
-        if pd.api.types.is_numeric_dtype(col) and not pd.api.types.is_bool_dtype(col):
-            values = col.to_numpy(dtype=np.float64, na_value=np.nan)
-            seen = values[~np.isnan(values)]
+        numbers = pd.to_numeric(col, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+        if not pd.api.types.is_bool_dtype(col) and (np.isnan(numbers) == col.isna().to_numpy()).all():
+            seen = numbers[~np.isnan(numbers)]
             median = float(np.median(seen)) if len(seen) else 0.0
-            filled = np.where(np.isnan(values), median, values)
+            filled = np.where(np.isnan(numbers), median, numbers)
             columns.append({"name": str(name), "type": "number", "median": median, "mean": float(filled.mean()),
-                            "scale": float(filled.std()) or 1.0, "missing": bool(np.isnan(values).any())})
+                            "scale": float(filled.std()) or 1.0, "missing": bool(np.isnan(numbers).any())})
         else:
-            counts = col.dropna().astype(str).value_counts()
+            counts = canonical(col).dropna().value_counts()
             columns.append({"name": str(name), "type": "category",
                             "levels": counts.index[:MAX_LEVELS - 1].tolist()})
     return {"kind": "table", "columns": columns}
@@ -64,7 +76,7 @@ def encode(features: pd.DataFrame | np.ndarray, encoder: dict) -> np.ndarray:
             if c["missing"]:
                 parts.append(missing.astype(np.float64))
         else:
-            text = col.astype(str).where(col.notna(), None)
+            text = canonical(col)
             for level in c["levels"]:
                 parts.append((text == level).to_numpy(dtype=np.float64))
             parts.append((~text.isin(c["levels"]) & text.notna()).to_numpy(dtype=np.float64))  # rarer levels
@@ -124,9 +136,10 @@ class Member:
         encoder = fit_encoder(features)
         x = encode(features, encoder)
         width = x.shape[1] if x.ndim == 2 else 0
-        torch.manual_seed(seed)
-        member = cls(encoder, network(encoder, width, n_classes, arch), n_classes, width, arch)
-        train(member.net, x, y, epochs, seed=seed)
+        with torch.random.fork_rng():  # the caller's random stream is left as it was
+            torch.manual_seed(seed)
+            member = cls(encoder, network(encoder, width, n_classes, arch), n_classes, width, arch)
+            train(member.net, x, y, epochs, seed=seed)
         return member
 
     def logits(self, features) -> np.ndarray:
@@ -144,8 +157,9 @@ class Member:
 
     @classmethod
     def restore(cls, config: dict, tensors: dict[str, np.ndarray], prefix: str = "") -> Member:
-        net = network(config["encoder"], config["width"], config["n_classes"], config.get("arch", "cnn"))
+        with torch.device("meta"):  # no memory until the weights arrive: a config cannot ask for gigabytes
+            net = network(config["encoder"], config["width"], config["n_classes"], config.get("arch", "cnn"))
         state = {k[len(prefix):]: torch.from_numpy(v) for k, v in tensors.items() if k.startswith(prefix)}
-        net.load_state_dict(state, strict=True)
+        net.load_state_dict(state, strict=True, assign=True)
         net.eval()
         return cls(config["encoder"], net, config["n_classes"], config["width"], config.get("arch", "cnn"))
