@@ -177,3 +177,25 @@ def test_crafted_model_configs_get_one_line_not_a_traceback(tmp_path):
         (tmp_path / "m" / "model.json").write_text(json.dumps(bad))
         with pytest.raises(DataError):
             load(tmp_path / "m")
+
+
+def test_predict_warns_about_what_the_model_would_misread(tmp_path):
+    """Reported in review: decimal commas became missing values and were imputed, and images scaled to
+    [0, 1] for a model trained on [0, 16] all got one class, without a word."""
+    runner = CliRunner()
+    clean = small_table()
+    model = DeepPartitionAggregation(partitions=3, epochs=5).fit(clean)
+    save(model, tmp_path / "t")
+    rows = clean.features.copy()
+    rows["b"] = rows["b"].map(lambda v: f"{v:.2f}".replace(".", ","))
+    rows.to_csv(tmp_path / "rows.csv", index=False)
+    ran = runner.invoke(app, ["predict", str(tmp_path / "t"), str(tmp_path / "rows.csv"), "--out",
+                              str(tmp_path / "p.csv")])
+    assert ran.exit_code == 0 and "column 'b': 240 values do not read as numbers" in " ".join(ran.stderr.split())
+    images = DeepPartitionAggregation(partitions=3, epochs=5).fit(demo("digits"))
+    save(images, tmp_path / "i")
+    scaled = np.asarray(demo("digits").features)[:50] / 16.0
+    np.savez(tmp_path / "scaled.npz", X=scaled, y=np.arange(50) % 2)
+    ran = runner.invoke(app, ["predict", str(tmp_path / "i"), str(tmp_path / "scaled.npz"), "--out",
+                              str(tmp_path / "q.csv")])
+    assert ran.exit_code == 0 and "rescale them first" in " ".join(ran.stderr.split())

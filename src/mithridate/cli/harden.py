@@ -87,6 +87,28 @@ def prediction_features(data: str, model) -> pd.DataFrame | np.ndarray:
     return table
 
 
+def input_warnings(features, model) -> list[str]:
+    """What a model would silently misread: numeric columns whose cells do not read as numbers (they
+    would be imputed), and images outside the value range the model was trained on."""
+    warnings = []
+    if isinstance(features, pd.DataFrame):
+        numeric = {c["name"] for m in model.members_ for c in m.encoder.get("columns", []) if c["type"] == "number"}
+        for name in sorted(numeric):
+            col = features[name]
+            bad = int((pd.to_numeric(col, errors="coerce").isna() & col.notna()).sum())
+            if bad:
+                warnings.append(f"column {name!r}: {bad:,} values do not read as numbers and are treated as missing")
+        return warnings
+    lo = min(m.encoder["lo"] for m in model.members_)
+    hi = max(m.encoder["hi"] for m in model.members_)
+    x = np.asarray(features, dtype=np.float64)
+    slack = 0.01 * (hi - lo)
+    if x.min() < lo - slack or x.max() > hi + slack or x.max() < lo + 0.1 * (hi - lo):
+        warnings.append(f"the images range over [{x.min():g}, {x.max():g}]; the model was trained on "
+                        f"[{lo:g}, {hi:g}]: rescale them first")
+    return warnings
+
+
 @app.command()
 def predict(
     model_dir: Annotated[Path, typer.Argument(help="A folder written by `mithridate harden`.")],
@@ -106,6 +128,8 @@ def predict(
         features = prediction_features(data, model)
         if len(features) == 0:
             raise DataError(f"{data}: no rows to predict")
+        for warning in input_warnings(features, model):
+            console.print(f"warning: {warning}", highlight=False)
         try:
             pred, radius = model.certify(features) if model.certified else (model.predict(features), None)
         except (KeyError, IndexError, TypeError, ValueError) as error:
