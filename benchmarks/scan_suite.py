@@ -42,7 +42,12 @@ from mithridate.represent import Representation, represent
 
 TABLE_CASES = ("clean", "random 10%", "random 30%", "targeted 10%", "adversarial 10%", "backdoor 5%")
 IMAGE_CASES = ("clean", "random 10%", "random 30%", "targeted 10%", "adversarial 10%",
-               "patch 1%", "patch 5%", "patch 10%", "blend 1%", "blend 5%", "blend 10%")
+               "patch 1%", "patch 5%", "patch 10%", "blend 1%", "blend 5%", "blend 10%",
+               "solid patch 1%", "faint blend 1%", "random patch 5%", "corner patch 3%", "strong blend 2%")
+"""Backdoor cases vary the target class, the patch's place, size and pattern (a random patch in the centre,
+over the strokes) and the blend's strength. The detectors were built looking at the first six (target 0);
+"solid patch", "faint blend" and "random patch" were looked at when the copy model was built; the last two
+were added after it and first run for the table in docs/scan.md."""
 FLIPS = ("random 10%", "random 30%", "targeted 10%", "adversarial 10%")
 DEFAULT_CACHE = Path.home() / ".cache" / "mithridate-bench"
 
@@ -92,7 +97,7 @@ def poison(data: Dataset, name: str, case: str, seed: int, cache: Path) -> tuple
     """The data with ``case`` applied, and the mask of the poisoned rows."""
     if case == "clean":
         return data, np.zeros(data.n_rows, bool)
-    kind, rate = case.split()
+    kind, rate = case.rsplit(" ", 1)
     rate = float(rate.rstrip("%")) / 100
     if kind == "random":
         p = RandomFlip(rate=rate, random_state=seed).poison(data)
@@ -114,6 +119,18 @@ def poison(data: Dataset, name: str, case: str, seed: int, cache: Path) -> tuple
         p = PatchTrigger(target=0, rate=rate, size=3, random_state=seed).poison(data)
     elif kind == "blend":
         p = BlendTrigger(target=0, rate=rate, alpha=0.2, random_state=seed).poison(data)
+    elif kind == "solid patch":
+        p = PatchTrigger(target=3, rate=rate, size=4, location="top-left", pattern="solid",
+                         random_state=seed).poison(data)
+    elif kind == "faint blend":
+        p = BlendTrigger(target=7, rate=rate, alpha=0.1, random_state=seed).poison(data)
+    elif kind == "corner patch":
+        p = PatchTrigger(target=8, rate=rate, size=2, location="bottom-left", random_state=seed).poison(data)
+    elif kind == "strong blend":
+        p = BlendTrigger(target=2, rate=rate, alpha=0.3, random_state=seed).poison(data)
+    elif kind == "random patch":
+        p = PatchTrigger(target=5, rate=rate, size=3, location="center", pattern="random",
+                         random_state=seed).poison(data)
     else:
         raise ValueError(f"unknown case {case!r}")
     return p.dataset, p.mask
@@ -142,6 +159,12 @@ def run_case(name: str, case: str, seed: int, cache: Path) -> dict:
     for who, flags in (("ours", ours), ("cleanlab", theirs)):
         p, r, f = prf(flags, truth)
         row |= {f"{who}_P": p, f"{who}_R": r, f"{who}_F1": f, f"{who}_flagged": float(flags.mean())}
+    # the backdoor finding: the flagged rows of the classes a backdoor detector declares poisoned (the
+    # rest of the flags are the data's own label issues and notes, reported apart)
+    declared = sorted({c for d in scan.detectors_ for c in getattr(d, "poisoned_classes_", [])})
+    backdoor = ours & np.isin(data.y, declared)
+    row["declared"] = " ".join(str(data.classes[c]) for c in declared)
+    row["backdoor_P"], row["backdoor_R"], row["backdoor_F1"] = prf(backdoor, truth)
     if "severity" in findings:
         row["ours_notes"] = float((findings["severity"] == "note").mean())
     for d in scan.detectors_:
@@ -209,10 +232,14 @@ def verdict(summary: pd.DataFrame, results: pd.DataFrame) -> list[str]:
     images = results[results.half == "image"]
     for name, frame in images.groupby("data"):
         backdoor = frame[~frame.case.isin((*FLIPS, "clean"))]
-        cells = ", ".join(f"{c} {p:.2f}/{r:.2f}" for c, p, r in zip(backdoor.case, backdoor.ours_P, backdoor.ours_R,
-                                                                    strict=True))
-        clean = frame[frame.case == "clean"].ours_flagged
-        out.append(f"{name}: backdoor precision/recall {cells}; clean flagged {float(clean.mean()):.2%}")
+        cells = ", ".join(f"{c} {p:.2f}/{r:.2f} ({q:.2f}/{s:.2f})" for c, p, r, q, s in zip(
+            backdoor.case, backdoor.backdoor_P, backdoor.backdoor_R, backdoor.ours_P, backdoor.ours_R, strict=True))
+        clean = frame[frame.case == "clean"]
+        met = ((backdoor.backdoor_R >= 0.95) & (backdoor.backdoor_P >= 0.90)).sum()
+        out.append(f"{name}: backdoor precision/recall of the backdoor finding (whole scan) {cells}; "
+                   f"{met} of {len(backdoor)} cases at recall >= 0.95 and precision >= 0.90; clean flagged "
+                   f"{float(clean.ours_flagged.mean()):.2%}, classes declared backdoored on clean data: "
+                   f"{', '.join(clean.declared.fillna('').astype(str)) or 'none'}")
     if not len(tables):
         return out
     excess = tables.clean_flagged_ours - tables.clean_flagged_cleanlab

@@ -6,13 +6,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mithridate.attacks.backdoor import PatchTrigger
+from mithridate.attacks.backdoor import BlendTrigger, PatchTrigger
 from mithridate.data import demo
 from mithridate.detect.activation_clustering import ActivationClustering, activation_clustering
 from mithridate.detect.backdoor_base import copy_fit, log_otsu, mixing
 from mithridate.detect.spectral import SpectralSignatures, spectral_signatures
 from mithridate.detect.spectre import Spectre, spectre
+from mithridate.errors import DataError
 from mithridate.represent import CNNClassifier, Representation
+from mithridate.represent.representation import pixel_components
 
 DETECTORS = (Spectre, SpectralSignatures, ActivationClustering)
 
@@ -89,6 +91,21 @@ def clean():
 MIN_RECALL = {Spectre: 0.95, SpectralSignatures: 0.5, ActivationClustering: 0.6}
 
 
+def test_faint_blend_rows_are_told_from_the_class_own_tail():
+    """A faint blended key (alpha 0.15) on 2% of digits, aimed at class 4: the copy model decides row by row
+    in the pixels, and most of the class's own atypical "4"s stay unflagged. Measured P 0.86, R 1.00; the earlier
+    rule (distances to shifted class means) flagged 34 rows for 18 poisoned, P 0.53."""
+    poisoned = BlendTrigger(target=4, rate=0.02, alpha=0.15, random_state=1).poison(demo("digits"))
+    data = poisoned.dataset
+    cnn = CNNClassifier(epochs=10, random_state=0).fit(data.features, data.y, data.n_classes)
+    rep = Representation(cnn.embed(data.features), cnn.predict_proba(data.features), "penultimate",
+                         pixel_components(data))
+    det = Spectre().fit(data, rep)
+    assert det.poisoned_classes_ == [4]
+    precision, recall = precision_recall(det.flags_, poisoned.mask)
+    assert recall >= 0.95 and precision >= 0.75
+
+
 @pytest.mark.parametrize("detector", DETECTORS)
 def test_patch_trigger_on_digits(patched, detector):
     data, rep, mask = patched
@@ -124,3 +141,13 @@ def test_clean_tables_get_no_flags(name):
     for detector in DETECTORS:
         det = detector().fit(data, rep)
         assert not det.flags_.any(), detector.name  # measured 0 (two classes: never testable)
+
+
+def test_geometry_must_match_the_rows():
+    x, y, _ = blobs(20)
+    with pytest.raises(DataError, match="geometry"):
+        spectre(x, y, geometry=x[:-5])
+    bad = x.copy()
+    bad[3, 0] = np.nan
+    with pytest.raises(DataError, match="finite"):
+        spectre(x, y, geometry=bad)

@@ -61,7 +61,8 @@ def two_clusters(x: np.ndarray, n_components: int = 10, random_state: int = 0) -
 
 
 def activation_clustering(features: np.ndarray, y: np.ndarray, n_components: int = 10, random_state: int = 0,
-                          n_classes: int | None = None) -> tuple[np.ndarray, np.ndarray, list[ClassVerdict]]:
+                          n_classes: int | None = None, geometry: np.ndarray | None = None,
+                          ) -> tuple[np.ndarray, np.ndarray, list[ClassVerdict]]:
     """``(flags, scores, verdicts)`` for every row of ``features`` labelled ``y`` (one verdict per scored
     class; its ``threshold`` is the group cluster's mean margin). Either cluster may be the poison: both
     are judged, the smaller first."""
@@ -71,7 +72,7 @@ def activation_clustering(features: np.ndarray, y: np.ndarray, n_components: int
         groups = [(cluster == k, float(margin[cluster == k].mean())) for k in (1 - larger, larger)]
         return np.where(cluster == larger, -margin, margin), groups
 
-    return classwise_verdicts(features, y, propose, random_state, n_classes)
+    return classwise_verdicts(features, y, propose, random_state, n_classes, geometry)
 
 
 class ActivationClustering(BackdoorDetector):
@@ -88,8 +89,8 @@ class ActivationClustering(BackdoorDetector):
         self.n_components = n_components
         self.random_state = random_state
 
-    def verdicts(self, features, y, n_classes):
-        return activation_clustering(features, y, self.n_components, self.random_state, n_classes)
+    def verdicts(self, features, y, n_classes, geometry=None):
+        return activation_clustering(features, y, self.n_components, self.random_state, n_classes, geometry)
 
     def note(self, verdict, row, scores):
         return (f"row in the {len(verdict.group)}-row k-means cluster (margin {abs(scores[row]):.2f}, "

@@ -45,7 +45,8 @@ def signature_projections(x: np.ndarray) -> np.ndarray:
 
 
 def spectral_signatures(features: np.ndarray, y: np.ndarray, random_state: int = 0,
-                        n_classes: int | None = None) -> tuple[np.ndarray, np.ndarray, list[ClassVerdict]]:
+                        n_classes: int | None = None, geometry: np.ndarray | None = None,
+                        ) -> tuple[np.ndarray, np.ndarray, list[ClassVerdict]]:
     """``(flags, scores, verdicts)`` for every row of ``features`` labelled ``y`` (one verdict per scored
     class)."""
     def propose(x: np.ndarray) -> Proposal:
@@ -54,7 +55,7 @@ def spectral_signatures(features: np.ndarray, y: np.ndarray, random_state: int =
         cut = log_otsu(s)
         return s, [((s > cut) & (projection > 0), cut)]  # the poison sits on one side: the long tail's
 
-    return classwise_verdicts(features, y, propose, random_state, n_classes)
+    return classwise_verdicts(features, y, propose, random_state, n_classes, geometry)
 
 
 class SpectralSignatures(BackdoorDetector):
@@ -70,5 +71,5 @@ class SpectralSignatures(BackdoorDetector):
     def __init__(self, random_state: int = 0):
         self.random_state = random_state
 
-    def verdicts(self, features, y, n_classes):
-        return spectral_signatures(features, y, self.random_state, n_classes)
+    def verdicts(self, features, y, n_classes, geometry=None):
+        return spectral_signatures(features, y, self.random_state, n_classes, geometry)

@@ -123,14 +123,15 @@ def nested_groups(tau: np.ndarray, cut: float, shares=NESTED, min_size: int = 3)
 
 
 def spectre(features: np.ndarray, y: np.ndarray, n_components: int = 10, alpha: float = 0.0,
-            random_state: int = 0, n_classes: int | None = None) -> tuple[np.ndarray, np.ndarray, list[ClassVerdict]]:
+            random_state: int = 0, n_classes: int | None = None, geometry: np.ndarray | None = None,
+            ) -> tuple[np.ndarray, np.ndarray, list[ClassVerdict]]:
     """``(flags, scores, verdicts)`` for every row of ``features`` labelled ``y`` (one verdict per scored
     class)."""
     def propose(x: np.ndarray) -> Proposal:
         tau, cut = que_scores(x, n_components, alpha, random_state)
         return tau, nested_groups(tau, cut)
 
-    return classwise_verdicts(features, y, propose, random_state, n_classes)
+    return classwise_verdicts(features, y, propose, random_state, n_classes, geometry)
 
 
 class Spectre(BackdoorDetector):
@@ -148,8 +149,8 @@ class Spectre(BackdoorDetector):
         self.alpha = alpha
         self.random_state = random_state
 
-    def verdicts(self, features, y, n_classes):
-        return spectre(features, y, self.n_components, self.alpha, self.random_state, n_classes)
+    def verdicts(self, features, y, n_classes, geometry=None):
+        return spectre(features, y, self.n_components, self.alpha, self.random_state, n_classes, geometry)
 
     def note(self, verdict, row, scores):
         return f"row QUE score {scores[row]:.3g} beyond the class threshold {verdict.threshold:.3g}"
