@@ -93,5 +93,5 @@ class ActivationClustering(BackdoorDetector):
         return activation_clustering(features, y, self.n_components, self.random_state, n_classes, geometry)
 
     def note(self, verdict, row, scores):
-        return (f"row in the {len(verdict.group)}-row k-means cluster (margin {abs(scores[row]):.2f}, "
-                f"cluster mean {verdict.threshold:.2f})")
+        return (f"row's k-means margin {abs(scores[row]):.2f} (the {len(verdict.group)}-row cluster's mean "
+                f"{verdict.threshold:.2f})")

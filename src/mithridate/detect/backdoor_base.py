@@ -150,6 +150,7 @@ class ClassVerdict:
     core_mixing: float = float("nan")
     flagged: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     looks_like: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    copy_ratio: np.ndarray = field(default_factory=lambda: np.zeros(0))  # flagged rows: log-likelihood, copy/member
     why: str = ""
 
     def as_dict(self, classes: tuple) -> dict:
@@ -223,16 +224,19 @@ class CopyModel:
     def loglik(self, z: np.ndarray, j: int) -> np.ndarray:
         return gaussian_loglik(z, *self.gaussian(j), self.ridge)
 
-    def copies(self, c: int, rows: np.ndarray, start: np.ndarray, max_iter: int = 20) -> np.ndarray:
-        """A mask over ``rows`` (the rows of class ``c``): the copies, refined from the suspicious group
+    def copies(self, c: int, rows: np.ndarray, start: np.ndarray,
+               max_iter: int = 20) -> tuple[np.ndarray, np.ndarray]:
+        """``(mask, ratio)`` over ``rows`` (the rows of class ``c``): the copies, refined from the suspicious group
         ``start``. A row is a copy when its log-likelihood ratio (copy over member) plus the log-odds of
         the share of copies on its side of the group (:func:`prior_log_odds`) is positive: outside the
-        group, where copies are usually rare, a row must be clearly better explained as a copy."""
+        group, where copies are usually rare, a row must be clearly better explained as a copy. ``ratio``:
+        each row's log-likelihood ratio, copy over member."""
         sources = [j for j in np.unique(self.y) if j != c and (self.y == j).sum() >= MIN_GROUP]
         group = np.asarray(start, dtype=bool)
         z, copy = self.z[rows], group.copy()
+        ratio = np.full(len(rows), -np.inf)
         if not sources:
-            return np.zeros(len(rows), dtype=bool)
+            return np.zeros(len(rows), dtype=bool), ratio
         means = np.array([self.gaussian(j)[0] for j in sources])
         for _ in range(max_iter):
             if copy.sum() < MIN_GROUP or (~copy).sum() < MIN_GROUP:
@@ -259,7 +263,7 @@ class CopyModel:
             if (new == copy).all():
                 break
             copy = new
-        return copy if MIN_GROUP <= copy.sum() < len(copy) else np.zeros(len(rows), dtype=bool)
+        return (copy if MIN_GROUP <= copy.sum() < len(copy) else np.zeros(len(rows), dtype=bool)), ratio
 
     def fit_of(self, group: np.ndarray, looks_like: np.ndarray) -> float:
         """R2 of the rows ``group`` as the means of the classes they look like plus one shift (``copy_fit``)."""
@@ -303,8 +307,8 @@ def judge(verdict: ClassVerdict, content: ContentModel, n_classes: int, second_l
     if verdict.poisoned:
         models = list(copy_models) or [CopyModel(x, content.y, content.random_state)]
         model = next(m for m in models if m is models[-1] or m.fit_of(verdict.group, g) > 0)
-        keep = model.copies(verdict.cls, rows, np.arange(len(rows)) < len(verdict.group))
-        verdict.flagged, verdict.looks_like = rows[keep], labels[keep]
+        keep, ratio = model.copies(verdict.cls, rows, np.arange(len(rows)) < len(verdict.group))
+        verdict.flagged, verdict.looks_like, verdict.copy_ratio = rows[keep], labels[keep], ratio[keep]
     return verdict
 
 
@@ -356,9 +360,10 @@ def flags_and_evidence(n: int, verdicts: list[ClassVerdict], classes: tuple, met
     evidence = np.full(n, "", dtype=object)
     for v in verdicts:
         flags[v.flagged] = True
-        for row, looks in zip(v.flagged, v.looks_like, strict=True):
+        for row, looks, ratio in zip(v.flagged, v.looks_like, v.copy_ratio, strict=True):
             evidence[row] = (f"{method}: class {classes[v.cls]!r} looks poisoned ({v.why}); {note(v, row)}; "
-                             f"the row looks like class {classes[looks]!r} moved by the class's common shift")
+                             f"the row looks like class {classes[looks]!r} with a trigger: as a shifted copy of "
+                             f"another class it is e^{ratio:.0f} times likelier than as a member of its class")
     return flags, evidence
 
 
@@ -378,7 +383,7 @@ class BackdoorDetector(Detector):
 
     def note(self, verdict: ClassVerdict, row: int, scores: np.ndarray) -> str:
         """What the evidence says about one flagged row."""
-        return f"row score {scores[row]:.3g} beyond the class threshold {verdict.threshold:.3g}"
+        return f"row score {scores[row]:.3g} (the class's cut: {verdict.threshold:.3g})"
 
     def fit(self, dataset: Dataset, representation: Representation) -> Self:
         geometry = representation.label_features  # pixels when we trained the network, else None

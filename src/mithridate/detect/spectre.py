@@ -153,4 +153,4 @@ class Spectre(BackdoorDetector):
         return spectre(features, y, self.n_components, self.alpha, self.random_state, n_classes, geometry)
 
     def note(self, verdict, row, scores):
-        return f"row QUE score {scores[row]:.3g} beyond the class threshold {verdict.threshold:.3g}"
+        return f"row QUE score {scores[row]:.3g} (the class's cut: {verdict.threshold:.3g})"
