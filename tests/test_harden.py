@@ -199,3 +199,35 @@ def test_predict_warns_about_what_the_model_would_misread(tmp_path):
     ran = runner.invoke(app, ["predict", str(tmp_path / "i"), str(tmp_path / "scaled.npz"), "--out",
                               str(tmp_path / "q.csv")])
     assert ran.exit_code == 0 and "rescale them first" in " ".join(ran.stderr.split())
+
+
+def test_trimmed_loss_trains_past_label_flips_and_saves_what_it_set_aside(tmp_path):
+    """breast_cancer, 20% of the training rows flipped: measured test accuracy 0.947 trimmed, 0.854 plain,
+    0.947 on clean labels; 90 rows set aside, 71 of them flipped (of 80)."""
+    from mithridate.attacks import RandomFlip
+    from mithridate.harden import TrimmedLoss
+
+    data = demo("breast_cancer")
+    rng = np.random.default_rng(0)
+    test = np.zeros(data.n_rows, bool)
+    test[rng.choice(data.n_rows, data.n_rows * 3 // 10, replace=False)] = True
+    train, held = data.take(np.flatnonzero(~test)), data.take(np.flatnonzero(test))
+    poisoned = RandomFlip(rate=0.2, random_state=0).poison(train)
+
+    def accuracy(trainer):
+        return float((trainer.fit(poisoned.dataset).predict(held.features) == held.y).mean())
+
+    plain, trimmed = make_trainer("none", random_state=0), TrimmedLoss(random_state=0)
+    clean = float((make_trainer("none", random_state=0).fit(train).predict(held.features) == held.y).mean())
+    assert accuracy(trimmed) >= max(accuracy(plain) + 0.04, clean - 0.03)
+    aside = trimmed.set_aside_
+    assert (aside & poisoned.mask).sum() >= 0.8 * poisoned.mask.sum()
+    assert (aside & poisoned.mask).sum() >= 0.7 * aside.sum()
+    assert trimmed.report_["set_aside"] == {"another class preferred by networks that never saw the row":
+                                            int(aside.sum())}
+    save(trimmed, tmp_path / "m")
+    again = load(tmp_path / "m")
+    assert (again.predict_proba(held.features) == trimmed.predict_proba(held.features)).all()
+    assert json.loads((tmp_path / "m" / "training.json").read_text())["set_aside"] == trimmed.report_["set_aside"]
+    tiny = data.take(np.array([0, int(np.flatnonzero(data.y != data.y[0])[0])]))  # one row per class
+    assert not TrimmedLoss().fit(tiny).set_aside_.any()  # nothing to read out of fold: trains on both

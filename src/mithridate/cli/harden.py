@@ -13,7 +13,7 @@ from mithridate.cli.app import app, check_writable, console, refuse_overwriting,
 from mithridate.cli.scan import LabelOpt
 from mithridate.errors import DataError
 
-DEFENCES = "none, dpa, finite"
+DEFENCES = "none, trimmed, dpa, finite"
 
 
 @app.command()
@@ -32,8 +32,10 @@ def harden(
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
 ) -> None:
     """Train a model on DATA that resists poisoned rows. `dpa` (the default) and `finite` certify each prediction: how
-    many training rows could be inserted or removed without changing it. Writes OUT/model.safetensors,
-    OUT/model.json (never pickle) and OUT/training.json (what was trained, the certificate's settings)."""
+    many training rows could be inserted or removed without changing it. `trimmed` sets aside the rows that
+    networks which never saw them assign to another class (label flips) and trains on the rest. Writes
+    OUT/model.safetensors, OUT/model.json (never pickle) and OUT/training.json (what was trained, the rows set
+    aside, the certificate's settings)."""
     from mithridate.data import load
     from mithridate.harden import make_trainer, save
 
@@ -52,10 +54,13 @@ def harden(
         with status(f"training {defence} on {dataset.n_rows:,} rows"):
             trainer.fit(dataset)
         save(trainer, out)
-    members, aside = trainer.report_["members"], sum(trainer.report_["set_aside"].values())
-    note = f" ({aside:,} set aside: label not among --classes)" if aside else ""
-    typer.echo(f"trained {defence} ({members} network{'s' * (members > 1)}) on {trainer.report_['rows']:,} rows"
-               f"{note}; wrote {out / 'model.safetensors'}, model.json and training.json")
+    members, aside = trainer.report_["members"], trainer.report_["set_aside"]
+    note = (" (set aside: " + "; ".join(f"{n:,} {why}" for why, n in aside.items() if n) + ")"
+            if any(aside.values()) else "")
+    rows, trained = trainer.report_["rows"], trainer.report_.get("rows_trained", trainer.report_["rows"])
+    on = f"{trained:,} of {rows:,} rows" if trained != rows else f"{rows:,} rows"
+    typer.echo(f"trained {defence} ({members} network{'s' * (members > 1)}) on {on}{note}; wrote "
+               f"{out / 'model.safetensors'}, model.json and training.json")
 
 
 def prediction_features(data: str, model) -> pd.DataFrame | np.ndarray:

@@ -6,6 +6,7 @@ from mithridate.harden.base import TRAINERS, Trainer, load, make_trainer, save
 from mithridate.harden.dpa import DeepPartitionAggregation
 from mithridate.harden.finite import FiniteAggregation
 from mithridate.harden.plain import Plain
+from mithridate.harden.trimmed import TrimmedLoss
 
-__all__ = ["TRAINERS", "DeepPartitionAggregation", "FiniteAggregation", "Plain", "Trainer", "load",
-           "make_trainer", "save"]
+__all__ = ["TRAINERS", "DeepPartitionAggregation", "FiniteAggregation", "Plain", "Trainer", "TrimmedLoss",
+           "load", "make_trainer", "save"]

@@ -76,6 +76,7 @@ class Trainer(BaseEstimator, ABC):
         self.arch_ = self.image_network if self.network == "auto" else self.network
         self.classes_, self.kind_ = tuple(dataset.classes), dataset.kind
         self.members_, report = self._fit(dataset)
+        set_aside.update(report.pop("set_aside", {}))
         self.report_ = {"trainer": self.name, "rows": dataset.n_rows, "classes": [str(c) for c in self.classes_],
                         "classes_declared": self.classes is not None, "set_aside": set_aside,
                         "members": len(self.members_), **report}
