@@ -110,7 +110,7 @@ def test_faint_blend_rows_are_told_from_the_class_own_tail():
 def test_patch_trigger_on_digits(patched, detector):
     data, rep, mask = patched
     det = detector().fit(data, rep)
-    assert det.poisoned_classes_ == [0]
+    assert det.poisoned_classes_ == [0] and det.summary_ == {"poisoned_classes": ["0"]}
     precision, recall = precision_recall(det.flags_, mask)
     assert precision >= 0.95
     assert recall >= MIN_RECALL[detector]

@@ -391,6 +391,8 @@ class BackdoorDetector(Detector):
         self.classes_ = [v.as_dict(dataset.classes) for v in verdicts]
         self.poisoned_classes_ = [v.cls for v in verdicts if v.poisoned]
         self.abstain_ = "" if self.poisoned_classes_ else "no class looks poisoned"
+        # summary.json names the classes found backdoored: their flagged rows are the backdoor finding
+        self.summary_ = {"poisoned_classes": [str(dataset.classes[c]) for c in self.poisoned_classes_]}
         flags, evidence = flags_and_evidence(dataset.n_rows, verdicts, dataset.classes, self.method,
                                              lambda v, row: self.note(v, row, scores))
         return self._set(scores, flags, evidence)
