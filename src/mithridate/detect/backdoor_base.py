@@ -51,6 +51,7 @@ from dataclasses import dataclass, field
 from typing import Self
 
 import numpy as np
+from scipy.linalg import solve_triangular
 from scipy.special import logsumexp
 from sklearn.covariance import LedoitWolf
 from sklearn.decomposition import PCA
@@ -169,12 +170,16 @@ def copy_fit(x: np.ndarray, means: np.ndarray) -> tuple[float, np.ndarray]:
     return (float(1 - ((offsets - t) ** 2).sum() / blob) if blob > 0 else 0.0), t
 
 
-def gaussian_loglik(z: np.ndarray, mean: np.ndarray, covariance: np.ndarray, ridge: float) -> np.ndarray:
-    """Log-density of each row of ``z`` under a Gaussian, up to the constant all Gaussians here share;
-    ``ridge`` is added to the covariance's diagonal (a class whose rows are all alike stays proper)."""
-    p = len(mean)
-    chol = np.linalg.cholesky(covariance + ridge * np.eye(p))
-    w = np.linalg.solve(chol, (z - mean).T).T
+def cholesky(covariance: np.ndarray, ridge: float) -> np.ndarray:
+    """The lower Cholesky factor of ``covariance`` plus ``ridge`` on its diagonal (a class whose rows are all
+    alike stays proper)."""
+    return np.linalg.cholesky(covariance + ridge * np.eye(len(covariance)))
+
+
+def gaussian_loglik(z: np.ndarray, mean: np.ndarray, chol: np.ndarray) -> np.ndarray:
+    """Log-density of each row of ``z`` under a Gaussian (``chol``: its covariance's Cholesky factor), up to
+    the constant all Gaussians here share."""
+    w = solve_triangular(chol, (z - mean).T, lower=True).T
     return -0.5 * (w ** 2).sum(1) - np.log(np.diag(chol)).sum()
 
 
@@ -203,8 +208,8 @@ class CopyModel:
     (a network does not move every class by the same vector, and a source with few copies borrows
     strength from the others). Covariances matter: the class's own tail (a slanted "0") is far from the
     class mean but well inside its Gaussian, which a distance to the mean alone could not tell
-    (measured on MNIST with a 1% blended trigger: 15 clean rows flagged among 65 with distances, none with
-    Gaussians).
+    (measured on MNIST with a 1% blended trigger: 15 clean rows flagged beside the 50 poisoned with
+    distances, 3 with Gaussians).
     """
 
     def __init__(self, geometry: np.ndarray, y: np.ndarray, random_state: int = 0):
@@ -216,13 +221,14 @@ class CopyModel:
         self._gaussians: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
     def gaussian(self, j: int) -> tuple[np.ndarray, np.ndarray]:
+        """Class ``j``'s mean and the Cholesky factor of its covariance (computed once)."""
         if j not in self._gaussians:
             zj = self.z[self.y == j]
-            self._gaussians[j] = zj.mean(0), LedoitWolf().fit(zj).covariance_
+            self._gaussians[j] = zj.mean(0), cholesky(LedoitWolf().fit(zj).covariance_, self.ridge)
         return self._gaussians[j]
 
     def loglik(self, z: np.ndarray, j: int) -> np.ndarray:
-        return gaussian_loglik(z, *self.gaussian(j), self.ridge)
+        return gaussian_loglik(z, *self.gaussian(j))
 
     def copies(self, c: int, rows: np.ndarray, start: np.ndarray,
                max_iter: int = 20) -> tuple[np.ndarray, np.ndarray]:
@@ -255,7 +261,8 @@ class CopyModel:
                 shift = (len(mine) * own + SHIFT_PRIOR_ROWS * common) / (len(mine) + SHIFT_PRIOR_ROWS)
                 loglik.append(self.loglik(z - shift, j))
             as_copy = logsumexp(loglik, axis=0) - np.log(len(sources))
-            as_member = gaussian_loglik(z, z[~copy].mean(0), LedoitWolf().fit(z[~copy]).covariance_, self.ridge)
+            as_member = gaussian_loglik(z, z[~copy].mean(0), cholesky(LedoitWolf().fit(z[~copy]).covariance_,
+                                                                       self.ridge))
             ratio = np.nan_to_num(as_copy - as_member, nan=-np.inf)  # neither explains it: not a copy
             new = np.zeros(len(rows), dtype=bool)
             for side in (group, ~group):

@@ -63,10 +63,10 @@ class TrimmedLoss(Trainer):
             return 0
         return int(max(2, min(self.folds, counts[counts > 0].min())))
 
-    def out_of_fold_proba(self, dataset: Dataset, keep: np.ndarray, seed: int) -> np.ndarray:
+    def out_of_fold_proba(self, dataset: Dataset, keep: np.ndarray, folds: int, seed: int) -> np.ndarray:
         """Each row's class probabilities under a network trained on the kept rows of the other folds."""
         proba = np.zeros((dataset.n_rows, dataset.n_classes))
-        splitter = StratifiedKFold(self.usable_folds(dataset), shuffle=True, random_state=self.random_state + seed)
+        splitter = StratifiedKFold(folds, shuffle=True, random_state=self.random_state + seed)
         with warnings.catch_warnings():  # a class with fewer rows than folds: its rows go where they can
             warnings.filterwarnings("ignore", "The least populated class", UserWarning)
             splits = list(splitter.split(np.zeros(dataset.n_rows), dataset.y))
@@ -85,7 +85,7 @@ class TrimmedLoss(Trainer):
         shares = []
         folds = self.usable_folds(dataset)
         for r in range(self.rounds if folds else 0):  # one row per class: nothing can be read out of fold
-            aside = self.out_of_fold_proba(dataset, keep, r).argmax(axis=1) != dataset.y
+            aside = self.out_of_fold_proba(dataset, keep, folds, r).argmax(axis=1) != dataset.y
             # a class is never trimmed away whole: its rows would all look wrong to models without it
             for c in np.unique(dataset.y):
                 if not (~aside & (dataset.y == c)).any():
