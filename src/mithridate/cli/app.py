@@ -70,7 +70,7 @@ def refuse_overwriting(inputs: Iterable[str | Path | None], outputs: dict[str, s
 
 EXTRAS = {"sqlalchemy": "vault", "alembic": "vault", "fastapi": "vault", "uvicorn": "vault", "httpx": "vault",
           "argon2": "vault", "psycopg": "vault", "boto3": "vault", "cryptography": "vault", "flwr": "federated",
-          "dp_accounting": "federated"}
+          "dp_accounting": "federated", "opacus": "harden"}
 
 
 def missing_extra(exc: ModuleNotFoundError) -> str:

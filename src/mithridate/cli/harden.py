@@ -11,9 +11,9 @@ import typer
 
 from mithridate.cli.app import app, check_writable, console, refuse_overwriting, status, user_errors
 from mithridate.cli.scan import LabelOpt
-from mithridate.errors import DataError
+from mithridate.errors import DataError, MithridateError
 
-DEFENCES = "none, trimmed, dpa, finite"
+DEFENCES = "none, trimmed, dpsgd, dpa, finite, bagging"
 
 
 @app.command()
@@ -25,15 +25,25 @@ def harden(
     partitions: Annotated[int, typer.Option(help="dpa, finite: partitions of the rows (members see 1/K of "
                                             "them each).")] = 50,
     spread: Annotated[int, typer.Option(help="finite: members each row's bucket trains.")] = 4,
+    members: Annotated[int, typer.Option(help="bagging: networks, each on a random sample of a fiftieth of the "
+                                         "rows.")] = 50,
+    epsilon: Annotated[float | None, typer.Option(help="dpsgd: the privacy budget epsilon the training spends "
+                                                  "(default 3).")] = None,
+    delta: Annotated[float | None, typer.Option(help="dpsgd: delta, below 1/rows (default 1e-5).")] = None,
     classes: Annotated[str | None, typer.Option(help="The classes, comma-separated: rows with any other label "
                                                 "are set aside, so poison cannot add a class (default: the "
                                                 "data's own, taken as given).")] = None,
-    epochs: Annotated[int | None, typer.Option(help="Epochs per network (default: about 1,000 steps).")] = None,
-    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    epochs: Annotated[int | None, typer.Option(help="Epochs per network (default: about 1,000 steps; dpsgd: "
+                                               "60).")] = None,
+    seed: Annotated[int | None, typer.Option(help="Random seed (default 0). dpsgd and bagging draw theirs from the "
+                                             "operating system unless given: a recorded seed lets anyone replay "
+                                             "their noise and samples.")] = None,
 ) -> None:
     """Train a model on DATA that resists poisoned rows. `dpa` (the default) and `finite` certify each prediction: how
-    many training rows could be inserted or removed without changing it. `trimmed` sets aside the rows that
-    networks which never saw them assign to another class (label flips) and trains on the rest. Writes
+    many training rows could be inserted or removed without changing it; `bagging` certifies the vote of its
+    random samples, with confidence 0.999 per prediction. `trimmed` sets aside the rows that
+    networks which never saw them assign to another class (label flips) and trains on the rest. `dpsgd`
+    trains with differential privacy (DP-SGD, Opacus) to --epsilon at --delta, bounding what any row can do. Writes
     OUT/model.safetensors, OUT/model.json (never pickle) and OUT/training.json (what was trained, the rows set
     aside, the certificate's settings)."""
     from mithridate.data import load
@@ -43,12 +53,19 @@ def harden(
         written = ("model.safetensors", "model.json", "training.json")
         refuse_overwriting([data], {"--out": out, **{f"--out ({n})": out / n for n in written}})
         check_writable("--out", out, folder=True)
-        options = {"epochs": epochs, "random_state": seed,
+        drawn = defence in ("dpsgd", "bagging")
+        options = {"epochs": epochs, "random_state": seed if seed is not None else (None if drawn else 0),
                    "classes": None if classes is None else [c.strip() for c in classes.split(",")]}
         if defence in ("dpa", "finite"):
             options["partitions"] = partitions
         if defence == "finite":
             options["spread"] = spread
+        if defence == "bagging":
+            options["members"] = members
+        if defence == "dpsgd":
+            options.update({k: v for k, v in (("epsilon", epsilon), ("delta", delta)) if v is not None})
+        elif epsilon is not None or delta is not None:
+            raise MithridateError("--epsilon and --delta are settings of --defence dpsgd")
         trainer = make_trainer(defence, **options)
         dataset = load(data, label)
         with status(f"training {defence} on {dataset.n_rows:,} rows"):
@@ -59,6 +76,9 @@ def harden(
             if any(aside.values()) else "")
     rows, trained = trainer.report_["rows"], trainer.report_.get("rows_trained", trainer.report_["rows"])
     on = f"{trained:,} of {rows:,} rows" if trained != rows else f"{rows:,} rows"
+    privacy = trainer.report_.get("privacy")
+    if privacy:
+        note += f" with epsilon {privacy['epsilon_spent']:.2f} at delta {privacy['delta']:g}"
     typer.echo(f"trained {defence} ({members} network{'s' * (members > 1)}) on {on}{note}; wrote "
                f"{out / 'model.safetensors'}, model.json and training.json")
 

@@ -2,11 +2,13 @@
 they predict. One protocol (:class:`~mithridate.harden.base.Trainer`), one file per rule, models saved as
 safetensors + JSON (:func:`~mithridate.harden.base.save`, :func:`~mithridate.harden.base.load`)."""
 
+from mithridate.harden.bagging import Bagging
 from mithridate.harden.base import TRAINERS, Trainer, load, make_trainer, save
 from mithridate.harden.dpa import DeepPartitionAggregation
+from mithridate.harden.dpsgd import DPSGD
 from mithridate.harden.finite import FiniteAggregation
 from mithridate.harden.plain import Plain
 from mithridate.harden.trimmed import TrimmedLoss
 
-__all__ = ["TRAINERS", "DeepPartitionAggregation", "FiniteAggregation", "Plain", "Trainer", "TrimmedLoss",
-           "load", "make_trainer", "save"]
+__all__ = ["DPSGD", "TRAINERS", "Bagging", "DeepPartitionAggregation", "FiniteAggregation", "Plain", "Trainer",
+           "TrimmedLoss", "load", "make_trainer", "save"]

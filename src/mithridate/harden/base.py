@@ -87,9 +87,14 @@ class Trainer(BaseEstimator, ABC):
         """The trained members, and what the report should say about training."""
 
     def _member(self, dataset: Dataset, rows: np.ndarray | None = None, seed: int = 0) -> Member:
-        part = dataset if rows is None else dataset.take(rows)
-        return Member.fit(part.features, np.asarray(part.y), len(dataset.classes), self.epochs,
-                          seed=self.random_state * 1_000_003 + seed, arch=self.arch_)
+        """A member trained on ``rows`` of ``dataset`` (all by default; a row may come more than once)."""
+        features, y = dataset.features, np.asarray(dataset.y)
+        if rows is not None:
+            features = (features.iloc[rows].reset_index(drop=True) if hasattr(features, "iloc")
+                        else np.asarray(features)[rows])
+            y = y[rows]
+        return Member.fit(features, y, len(dataset.classes), self.epochs,
+                          seed=(self.random_state or 0) * 1_000_003 + seed, arch=self.arch_)
 
     def predict_proba(self, features) -> np.ndarray:
         """Class probabilities: the mean of the members' (one member: its own)."""
@@ -101,7 +106,7 @@ class Trainer(BaseEstimator, ABC):
     def certify(self, features) -> tuple[np.ndarray, np.ndarray]:
         """Predictions and, per prediction, how many training rows could be inserted or removed without
         changing it. Only certified trainers give one."""
-        raise MithridateError(f"{self.name} gives no certificate; use dpa or finite")
+        raise MithridateError(f"{self.name} gives no certificate; use dpa, finite or bagging")
 
 
 def make_trainer(name: str, **options) -> Trainer:
