@@ -1,23 +1,23 @@
 """A multivariate monitor: mean charts on random Fourier features of the inputs, an online stand-in for the
 kernel two-sample statistic (MMD) whose memory is linear in the number of features, not in the reference.
 
-The MMD between two distributions is the distance between their mean embeddings under a kernel. Random
-Fourier features ``phi(x) = [cos(W x), sin(W x)]`` approximate a Gaussian kernel (Rahimi & Recht 2007), so
-the mean of ``phi`` over events is an approximate embedding, and a change of the inputs' joint distribution
-(a correlation, a shape, a mixture component) moves it even when every feature's mean and spread stay
-put. The inputs are standardised and projected on the reference's principal directions (all of them by
-default), scaled to unit variance; the kernel's bandwidth is the median distance between reference rows
-there. That projection is learnt on half of the reference, and the charts are calibrated on the other
-half, so the calibration reads rows the projection never saw, as the stream's are. Keeping only the first few directions measured badly calibrated (3.4 times the ERT at 10 of 50
-features): the reference's top directions overstate their own
+The MMD between two distributions is the distance between their mean embeddings under a kernel. Random Fourier
+features ``phi(x) = [cos(W x), sin(W x)]`` approximate a Gaussian kernel (Rahimi & Recht 2007), so the mean of
+``phi`` over events is an approximate embedding, and a change of the inputs' joint distribution (a
+correlation, a shape, a mixture component) moves it even when every feature's mean and spread stay put. The
+inputs are standardised and projected on the reference's principal directions (all of them by default), scaled
+to unit variance; the kernel's bandwidth is the median distance between reference rows there. That projection
+is learnt on half of the reference, and the charts are calibrated on the other half, so the calibration reads
+rows the projection never saw, as the stream's are. Keeping only the first few directions measured badly
+calibrated (3.4 times the ERT at 10 of 50 features): the reference's top directions overstate their own
 variance. The bank is exactly a :class:`~mithridate.monitor.cusum.CusumBank` (mean charts, one threshold
-calibrated by simulation to ``ert``) over the ``features`` random features. Its state is the projection,
-the ``W`` matrix and the bank: its size grows with the features, never with the reference. The kernel
-sees every kind of joint change but spreads its attention: measured on Gaussian streams, a correlation
-going from 0 to 0.8 was found in a median 74 events at 10 features and 651 at 50 (the correlation bank,
-which watches only that: 37 and 45). With the median-distance bandwidth the features are nearly quadratic,
-so a change that keeps every direction's mean and variance (a bell turned into two peaks of the same
-spread) goes unseen for hundreds of events.
+calibrated by simulation to ``ert``) over the ``features`` random features. Its state is the projection, the
+``W`` matrix and the bank: its size grows with the features, never with the reference. The kernel sees every
+kind of joint change but spreads its attention: measured on Gaussian streams, a correlation going from 0 to
+0.8 was found in a median 74 events at 10 features and 651 at 50 (the correlation bank, which watches only
+that: 37 and 45). With the median-distance bandwidth the features are nearly quadratic, so a change that keeps
+every direction's mean and variance (a bell turned into two peaks of the same spread) goes unseen for hundreds
+of events.
 
 >>> rng = np.random.default_rng(0)
 >>> kernel = KernelBank(ert=2000, streams=100, random_state=0).fit(rng.normal(size=(3000, 4)))
