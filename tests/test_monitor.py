@@ -536,3 +536,25 @@ def test_replay_with_the_kernel_bank_finds_the_broken_join(tmp_path):
     alarms = pd.read_csv(tmp_path / "out" / "alarms.csv")
     kernel = alarms[alarms["detector"] == "kernel"]
     assert len(kernel) and 1000 <= kernel["row"].iloc[0] < 1400, alarms.head()
+
+
+def test_kernel_bank_refuses_references_too_short_for_its_two_halves_and_keeps_its_state_json():
+    """The kernel bank learns its projection on one half of the reference and calibrates on the other:
+    each half needs more rows than features. A feature missing in one half must not put NaN in the state."""
+    import json
+
+    from mithridate.monitor import KernelBank
+
+    rng = np.random.default_rng(0)
+    with pytest.raises(MonitorError, match="at least 60 rows"):
+        KernelBank().fit(rng.normal(size=(59, 3)))
+    with pytest.raises(MonitorError, match="at least 122 rows"):
+        KernelBank().fit(rng.normal(size=(100, 60)))
+    reference = rng.normal(size=(400, 4))
+    reference[3:, 2] = np.nan  # seen 3 times: the projection's half holds none of them for some seeds
+    missed = [seed for seed in range(64)
+              if not np.isfinite(reference[np.random.default_rng(seed).permutation(400)[:200], 2]).any()]
+    assert missed  # the case is exercised
+    for seed in missed[:3]:
+        state = KernelBank(ert=500, streams=50, random_state=seed).fit(reference).state()
+        json.dumps(state, allow_nan=False)

@@ -13,11 +13,11 @@ calibrated (3.4 times the ERT at 10 of 50 features): the reference's top directi
 variance. The bank is exactly a :class:`~mithridate.monitor.cusum.CusumBank` (mean charts, one threshold
 calibrated by simulation to ``ert``) over the ``features`` random features. Its state is the projection, the
 ``W`` matrix and the bank: its size grows with the features, never with the reference. The kernel sees every
-kind of joint change but spreads its attention: measured on Gaussian streams, a correlation going from 0 to
-0.8 was found in a median 74 events at 10 features and 651 at 50 (the correlation bank, which watches only
-that: 37 and 45). With the median-distance bandwidth the features are nearly quadratic, so a change that keeps
-every direction's mean and variance (a bell turned into two peaks of the same spread) goes unseen for hundreds
-of events.
+kind of joint change but spreads its attention: measured on Gaussian streams (before the split), a correlation
+going from 0 to 0.8 was found in a median 74 events at 10 features and 651 at 50 (the correlation bank, which
+watches only that: 37 and 45). With the median-distance bandwidth the features are nearly quadratic, so a
+change that keeps every direction's mean and variance (a bell turned into two peaks of the same spread) goes
+unseen for hundreds of events.
 
 >>> rng = np.random.default_rng(0)
 >>> kernel = KernelBank(ert=2000, streams=100, random_state=0).fit(rng.normal(size=(3000, 4)))
@@ -56,8 +56,10 @@ class KernelBank(DerivedBank):
 
     def fit(self, reference: np.ndarray, names: list[str] | None = None) -> Self:
         x = np.asarray(reference, dtype=np.float64)
-        if x.ndim != 2 or len(x) < 60:
-            raise MonitorError(f"the reference must be at least 60 rows x features, got shape {x.shape}")
+        if x.ndim != 2 or len(x) < max(60, 2 * (x.shape[1] + 1)):
+            need = 60 if x.ndim != 2 else max(60, 2 * (x.shape[1] + 1))
+            raise MonitorError(f"the reference must be at least {need} rows (two halves, each with more rows than "
+                               f"features) x features, got shape {x.shape}")
         if self.features < 2 or self.features % 2 or (self.components is not None and self.components < 1):
             raise MonitorError("features must be an even number >= 2 and components >= 1 (or None: all)")
         self.n_features_in_ = x.shape[1]
@@ -65,11 +67,17 @@ class KernelBank(DerivedBank):
         # reference barely spans get a scale that rows it did not see do not share, and a null read on the
         # projection's own rows alarmed 2.6 times too often on digits' pixels (382 at ERT 1,000; split: 906)
         order = np.random.default_rng(self.random_state).permutation(len(x))
+        whole = np.nanstd(x, axis=0)
+        if not (np.isfinite(whole) & (whole > 0)).any():
+            raise MonitorError("every reference feature is constant: nothing to monitor")
         x, null = x[order[: len(x) // 2]], x[order[len(x) // 2:]]
         std = np.nanstd(x, axis=0)
         if not (np.isfinite(std) & (std > 0)).any():
-            raise MonitorError("every reference feature is constant: nothing to monitor")
-        self.mean_, self.std_ = np.nanmean(x, axis=0), np.where(std > 0, std, 1.0)
+            raise MonitorError("every feature is constant in the half of the reference the projection is learnt "
+                               "on: give a longer or more varied reference")
+        mean = np.nanmean(x, axis=0)
+        # a feature constant (or missing) in that half gets no weight: its drift goes unseen by this bank
+        self.mean_, self.std_ = np.where(np.isfinite(mean), mean, 0.0), np.where(std > 0, std, 1.0)
         z = np.nan_to_num((x - self.mean_) / self.std_)
         _, values, vectors = np.linalg.svd(z - z.mean(axis=0), full_matrices=False)
         k = int((values > 1e-9 * values[0]).sum())
