@@ -279,6 +279,13 @@ def test_harden_dpsgd_command_reports_epsilon_and_refuses_its_options_elsewhere(
                                  "--out", str(tmp_path / "t")])
     assert result.exit_code == 2 and "settings of --defence dpsgd" in result.output
     assert not (tmp_path / "t").exists()
+    result = runner.invoke(app, ["harden", "demo:breast_cancer", "--defence", "bagging", "--members", "12",
+                                 "--sample", "40", "--epochs", "5", "--out", str(tmp_path / "b")])
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "b" / "training.json").read_text())
+    assert report["members"] == 12 and report["members_sample"] == 40 and "not recorded" in report["sampling_seed"]
+    result = runner.invoke(app, ["harden", "demo:breast_cancer", "--sample", "40", "--out", str(tmp_path / "d")])
+    assert result.exit_code == 2 and "setting of --defence bagging" in result.output
 
 
 def test_bagging_certificate_performed_and_its_radius_brute_forced(tmp_path):

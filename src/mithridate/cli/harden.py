@@ -25,8 +25,10 @@ def harden(
     partitions: Annotated[int, typer.Option(help="dpa, finite: partitions of the rows (members see 1/K of "
                                             "them each).")] = 50,
     spread: Annotated[int, typer.Option(help="finite: members each row's bucket trains.")] = 4,
-    members: Annotated[int, typer.Option(help="bagging: networks, each on a random sample of a fiftieth of the "
-                                         "rows.")] = 50,
+    members: Annotated[int, typer.Option(help="bagging: networks, each on a random sample of --sample rows.")] = 50,
+    sample: Annotated[int | None, typer.Option(help="bagging: rows each network draws (default: a fiftieth of the "
+                                               "rows, at least 10). The certificate assumes the same number when "
+                                               "the model is retrained: fix it.")] = None,
     epsilon: Annotated[float | None, typer.Option(help="dpsgd: the privacy budget epsilon the training spends "
                                                   "(default 3).")] = None,
     delta: Annotated[float | None, typer.Option(help="dpsgd: delta, below 1/rows (default 1e-5).")] = None,
@@ -61,7 +63,9 @@ def harden(
         if defence == "finite":
             options["spread"] = spread
         if defence == "bagging":
-            options["members"] = members
+            options.update(members=members, sample=sample)
+        elif sample is not None:
+            raise MithridateError("--sample is a setting of --defence bagging")
         if defence == "dpsgd":
             options.update({k: v for k, v in (("epsilon", epsilon), ("delta", delta)) if v is not None})
         elif epsilon is not None or delta is not None:
