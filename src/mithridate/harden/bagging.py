@@ -34,8 +34,7 @@ from scipy.stats import beta
 
 from mithridate.data import Dataset
 from mithridate.errors import MithridateError
-from mithridate.harden.base import Trainer, register
-from mithridate.harden.certify import vote_counts
+from mithridate.harden.base import VoteEnsemble, register
 
 
 def share_bounds(counts: np.ndarray, alpha: float) -> tuple[np.ndarray, np.ndarray]:
@@ -90,13 +89,11 @@ def bagging_radius(p_a: np.ndarray, p_b: np.ndarray, rows: int, sample: int, chu
 
 
 @register
-class Bagging(Trainer):
+class Bagging(VoteEnsemble):
     """``members`` networks on random samples of ``sample`` rows with replacement (default: a fiftieth of
     the rows, at least 10); certified with confidence ``1 - alpha`` (see the module docstring)."""
 
     name = "bagging"
-    certified = True
-    image_network = "mlp"
 
     def __init__(self, members: int = 50, sample: int | None = None, alpha: float = 0.001,
                  classes: list | None = None, network: str = "auto", epochs: int | None = None,
@@ -118,28 +115,18 @@ class Bagging(Trainer):
         rng = np.random.default_rng(self.random_state)  # None: the operating system's entropy
         members = [self._member(dataset, rng.integers(0, dataset.n_rows, size=k), seed=i)
                    for i in range(self.members)]
-        return members, {"members_sample": k, "alpha": self.alpha, "rows_at_training": dataset.n_rows,
+        return members, {"members_sample": k, "alpha": self.alpha,
                          "sampling_seed": "drawn from the operating system, not recorded"
                          if self.random_state is None else "fixed and recorded: an attacker can predict the samples",
                          "certificate": "rows inserted or removed, with probability >= 1 - alpha per prediction over "
                                         "the training's sampling, for retraining with the same sample size "
                                         "(Jia, Cao & Gong 2021)"}
 
-    def votes(self, features) -> np.ndarray:
-        return np.stack([m.logits(features).argmax(axis=1) for m in self.members_])
-
-    def predict_proba(self, features) -> np.ndarray:
-        """Vote shares."""
-        counts = vote_counts(self.votes(features), self.members_[0].n_classes)
-        return counts / counts.sum(axis=1, keepdims=True)
-
-    def predict(self, features) -> np.ndarray:
-        return self.certify(features)[0]
-
     def certify(self, features) -> tuple[np.ndarray, np.ndarray]:
-        counts = vote_counts(self.votes(features), self.members_[0].n_classes)
+        counts = self.vote_counts(features)
         pred = counts.argmax(axis=1)  # ties to the smaller class
         lower, upper = share_bounds(counts, self.alpha)
         upper[np.arange(len(pred)), pred] = -np.inf
-        return pred, bagging_radius(lower, upper.max(axis=1), int(self.report_["rows_at_training"]),
+        # the rows it was trained on: the report's, after any label not among declared classes was set aside
+        return pred, bagging_radius(lower, upper.max(axis=1), int(self.report_["rows"]),
                                     int(self.report_["members_sample"]))

@@ -27,6 +27,7 @@ from sklearn.base import BaseEstimator
 
 from mithridate.data import Dataset
 from mithridate.errors import DataError, MithridateError
+from mithridate.harden.certify import vote_counts
 from mithridate.harden.member import ARCHITECTURES, Member
 
 FORMAT = "mithridate-model/1"
@@ -107,6 +108,30 @@ class Trainer(BaseEstimator, ABC):
         """Predictions and, per prediction, how many training rows could be inserted or removed without
         changing it. Only certified trainers give one."""
         raise MithridateError(f"{self.name} gives no certificate; use dpa, finite or bagging")
+
+
+class VoteEnsemble(Trainer):
+    """A certified ensemble that predicts by its members' plurality vote (ties to the smaller class);
+    subclasses implement :meth:`certify`, whose predictions :meth:`predict` returns."""
+
+    certified = True
+    image_network = "mlp"
+
+    def votes(self, features) -> np.ndarray:
+        """``(members, n)``: each member's predicted class."""
+        return np.stack([m.logits(features).argmax(axis=1) for m in self.members_])
+
+    def vote_counts(self, features) -> np.ndarray:
+        """``(n, classes)``: how many members vote each class."""
+        return vote_counts(self.votes(features), self.members_[0].n_classes)
+
+    def predict_proba(self, features) -> np.ndarray:
+        """Vote shares."""
+        counts = self.vote_counts(features)
+        return counts / counts.sum(axis=1, keepdims=True)
+
+    def predict(self, features) -> np.ndarray:
+        return self.certify(features)[0]
 
 
 def make_trainer(name: str, **options) -> Trainer:

@@ -17,7 +17,7 @@ import pandas as pd
 
 from mithridate.data import Dataset
 from mithridate.errors import MithridateError
-from mithridate.harden.base import Trainer, register
+from mithridate.harden.base import VoteEnsemble, register
 from mithridate.harden.certify import certified_radius
 from mithridate.harden.member import canonical
 
@@ -38,12 +38,10 @@ def row_hashes(features: pd.DataFrame | np.ndarray) -> np.ndarray:
 
 
 @register
-class FiniteAggregation(Trainer):
+class FiniteAggregation(VoteEnsemble):
     """``partitions`` groups of rows, each row's bucket spread over ``spread`` members (see module)."""
 
     name = "finite"
-    certified = True
-    image_network = "mlp"
 
     def __init__(self, partitions: int = 50, spread: int = 4, classes: list | None = None, network: str = "auto",
                  epochs: int | None = None, random_state: int = 0):
@@ -74,19 +72,6 @@ class FiniteAggregation(Trainer):
                          "rows_per_member": [int(min(sizes)), int(np.median(sizes)), int(max(sizes))],
                          "certificate": "rows inserted or removed, " + ("Levine & Feizi 2021" if self.spread == 1
                                                                          else "Wang, Levine & Feizi 2022")}
-
-    def votes(self, features) -> np.ndarray:
-        """``(members, n)``: each member's predicted class."""
-        return np.stack([m.logits(features).argmax(axis=1) for m in self.members_])
-
-    def predict_proba(self, features) -> np.ndarray:
-        """Vote shares."""
-        votes = self.votes(features)
-        n_classes = self.members_[0].n_classes
-        return np.stack([(votes == c).mean(axis=0) for c in range(n_classes)], axis=1)
-
-    def predict(self, features) -> np.ndarray:
-        return self.certify(features)[0]
 
     def certify(self, features) -> tuple[np.ndarray, np.ndarray]:
         return certified_radius(self.votes(features), self.members_of_bucket(), self.members_[0].n_classes)
