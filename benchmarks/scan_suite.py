@@ -115,25 +115,28 @@ def poison(data: Dataset, name: str, case: str, seed: int, cache: Path) -> tuple
         p = FeatureTrigger(target=majority, rate=min(rate, 0.5 * outside / data.n_rows),
                            n_columns=min(3, data.features.shape[1]),
                            random_state=seed).poison(data)
-    elif kind == "patch":
-        p = PatchTrigger(target=0, rate=rate, size=3, random_state=seed).poison(data)
-    elif kind == "blend":
-        p = BlendTrigger(target=0, rate=rate, alpha=0.2, random_state=seed).poison(data)
-    elif kind == "solid patch":
-        p = PatchTrigger(target=3, rate=rate, size=4, location="top-left", pattern="solid",
-                         random_state=seed).poison(data)
-    elif kind == "faint blend":
-        p = BlendTrigger(target=7, rate=rate, alpha=0.1, random_state=seed).poison(data)
-    elif kind == "corner patch":
-        p = PatchTrigger(target=8, rate=rate, size=2, location="bottom-left", random_state=seed).poison(data)
-    elif kind == "strong blend":
-        p = BlendTrigger(target=2, rate=rate, alpha=0.3, random_state=seed).poison(data)
-    elif kind == "random patch":
-        p = PatchTrigger(target=5, rate=rate, size=3, location="center", pattern="random",
-                         random_state=seed).poison(data)
     else:
-        raise ValueError(f"unknown case {case!r}")
+        p = image_trigger(kind, rate, seed).poison(data)
     return p.dataset, p.mask
+
+
+def image_trigger(kind: str, rate: float, seed: int):
+    """The backdoor of an image case (``patch``, ``blend``, ``solid patch``, ...), unfitted."""
+    if kind == "patch":
+        return PatchTrigger(target=0, rate=rate, size=3, random_state=seed)
+    if kind == "blend":
+        return BlendTrigger(target=0, rate=rate, alpha=0.2, random_state=seed)
+    if kind == "solid patch":
+        return PatchTrigger(target=3, rate=rate, size=4, location="top-left", pattern="solid", random_state=seed)
+    if kind == "faint blend":
+        return BlendTrigger(target=7, rate=rate, alpha=0.1, random_state=seed)
+    if kind == "corner patch":
+        return PatchTrigger(target=8, rate=rate, size=2, location="bottom-left", random_state=seed)
+    if kind == "strong blend":
+        return BlendTrigger(target=2, rate=rate, alpha=0.3, random_state=seed)
+    if kind == "random patch":
+        return PatchTrigger(target=5, rate=rate, size=3, location="center", pattern="random", random_state=seed)
+    raise ValueError(f"unknown case {kind!r}")
 
 
 def run_case(name: str, case: str, seed: int, cache: Path) -> dict:

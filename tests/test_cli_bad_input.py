@@ -20,6 +20,22 @@ def npz(path: Path, **arrays) -> None:
     path.write_bytes(buf.getvalue())
 
 
+PLANS = {  # evaluate's config files, each wrong in one way
+    "plan_kind.yaml": ("an unknown attack", "attacks: [{kind: poison-ivy, rate: 0.1}]\ndefences: [none]\n"),
+    "plan_defence.yaml": ("an unknown defence", "attacks: [{kind: flip, rate: 0.1}]\ndefences: [none, magic]\n"),
+    "plan_rate.yaml": ("a rate above 1", "attacks: [{kind: flip, rate: 2}]\ndefences: [none]\n"),
+    "plan_option.yaml": ("an option the attack lacks", "attacks: [{kind: flip, rate: 0.1, size: 3}]\n"
+                         "defences: [none]\n"),
+    "plan_image.yaml": ("an image attack on a table", "attacks: [{kind: patch, rate: 0.1}]\ndefences: [none]\n"),
+    "plan_settings.yaml": ("a misspelt trainer setting", "attacks: [{kind: flip, rate: 0.1}]\ndefences: [dpa]\n"
+                           "options: {dpa: {partitons: 5}}\n"),
+    "plan_class.yaml": ("a class the data lacks", "attacks: [{kind: targeted-flip, rate: 0.1, source: nope, "
+                        "target: 1}]\ndefences: [none]\n"),
+    "plan_seed.yaml": ("a negative seed", "attacks: [{kind: flip, rate: 0.1}]\ndefences: [none]\nseed: -1\n"),
+    "plan_broken.yaml": ("a config that is not YAML", "attacks: [kind: flip\n"),
+}
+
+
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("bad")
@@ -34,6 +50,8 @@ def inputs(tmp_path_factory) -> Path:
     npz(root / "x0.npz", X=np.array(1.0), y=np.zeros(5))
     npz(root / "emb.npz", X=np.zeros((len(frame), 4)))
     (root / "a_file").write_text("not a folder")
+    for name, (_, text) in PLANS.items():
+        (root / name).write_text(text)
     save(demo("wine"), root / "wine.csv")
     assert CliRunner().invoke(app, ["baseline", str(root / "good.csv"), "--out", str(root / "base.json"),
                                     "--label", "label"]).exit_code == 0
@@ -82,6 +100,11 @@ CASES = {
     "demo: --out under a file": ["demo", "--out", "{r}/a_file/demo"],
     "attack: --out under a file": ["attack", "flip", "{r}/good.csv", "--label", "label",
                                    "--out", "{r}/a_file/o.csv", "--truth", "{r}/t13.csv"],
+    "evaluate: no config file": ["evaluate", "{r}/good.csv", "--label", "label", "--config", "{r}/nothing.yaml",
+                                 "--out", "{r}/e8"],
+    "evaluate: --out under a file": ["evaluate", "{r}/good.csv", "--label", "label", "--out", "{r}/a_file/e"],
+    **{f"evaluate: {why}": ["evaluate", "{r}/good.csv", "--label", "label", "--config", f"{{r}}/{name}",
+                            "--out", f"{{r}}/out-{name}"] for name, (why, _) in PLANS.items()},
 }
 
 

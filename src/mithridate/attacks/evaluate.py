@@ -106,11 +106,13 @@ def evaluate_attack(train: Dataset, poisoned: Poisoned, test: Dataset, random_st
         clean = _Head(extractor, train.features, train.y, train.n_classes, random_state)
         dirty = _Head(extractor, data.features, data.y, data.n_classes, random_state)
     accuracy = [float(np.mean(m.predict(test.features) == test.y)) for m in (clean, dirty)]
-    success = [_success(m, poisoned, test) for m in (clean, dirty)]
+    success = [attack_success(m, poisoned, test) for m in (clean, dirty)]
     return AttackReport(accuracy[0], accuracy[1], success[1], success[0], retrain)
 
 
-def _success(model, poisoned: Poisoned, test: Dataset) -> float | None:
+def attack_success(model, poisoned: Poisoned, test: Dataset) -> float | None:
+    """What the attack aimed for, measured on ``model`` (anything with ``predict``) over ``test``: see the
+    module docstring; ``None`` for untargeted flips."""
     attack, info = poisoned.attack, poisoned.info
     if hasattr(attack, "triggered_test"):
         triggered = attack.triggered_test(test)

@@ -7,8 +7,9 @@ from mithridate.harden.base import TRAINERS, Trainer, load, make_trainer, save
 from mithridate.harden.dpa import DeepPartitionAggregation
 from mithridate.harden.dpsgd import DPSGD
 from mithridate.harden.finite import FiniteAggregation
+from mithridate.harden.isolate import BackdoorIsolation
 from mithridate.harden.plain import Plain
 from mithridate.harden.trimmed import TrimmedLoss
 
-__all__ = ["DPSGD", "TRAINERS", "Bagging", "DeepPartitionAggregation", "FiniteAggregation", "Plain", "Trainer",
-           "TrimmedLoss", "load", "make_trainer", "save"]
+__all__ = ["DPSGD", "TRAINERS", "BackdoorIsolation", "Bagging", "DeepPartitionAggregation", "FiniteAggregation",
+           "Plain", "Trainer", "TrimmedLoss", "load", "make_trainer", "save"]

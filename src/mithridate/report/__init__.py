@@ -2,7 +2,8 @@
 ``Report``, validation's ``Verdict``) hold data and write their data files; only this package renders.
 
 - :mod:`.page`: what every page shares; :mod:`.plots`: the figures;
-- :mod:`.scan`: the scan's page (:func:`write_scan_report`); :mod:`.validation`: a validation's.
+- :mod:`.scan`: the scan's page (:func:`write_scan_report`); :mod:`.validation`: a validation's;
+  :mod:`.evaluation`: the attack x defence matrix's.
 """
 
 from mithridate.report.page import kpis, page, table, write_page
