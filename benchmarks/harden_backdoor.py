@@ -29,7 +29,7 @@ import numpy as np
 
 from benchmarks import real_data
 from benchmarks.label_flips import markdown
-from mithridate.data import demo, split
+from mithridate.data import split
 from mithridate.harden import BackdoorIsolation, make_trainer
 
 TRIGGERS = ("patch", "blend", "solid patch", "faint blend", "corner patch", "strong blend", "random patch")
@@ -62,7 +62,7 @@ def prf(found: np.ndarray, truth: np.ndarray) -> tuple[float, float]:
 def run(name: str, trigger: str, rate: float, seed: int, with_art: bool) -> dict:
     from benchmarks.scan_suite import image_trigger
 
-    data = demo(name) if name == "digits" else real_data.load(name)
+    data = real_data.load(name)
     train, test = split(data, test_size=0.25, seed=seed)
     attack = None if trigger == "clean" else image_trigger(trigger, rate, seed)
     if attack is None:

@@ -29,7 +29,7 @@ import time
 import numpy as np
 
 from benchmarks import real_data
-from mithridate.data import demo, split
+from mithridate.data import split
 from mithridate.harden import Bagging, DeepPartitionAggregation, FiniteAggregation, Plain
 from mithridate.harden.certify import certified_radius
 from mithridate.harden.member import STEPS, encode, fit_encoder, network
@@ -85,7 +85,7 @@ def main() -> None:
     print("|---" * (6 + len(RADII)) + "|")
     for spec in args.sets:
         name, ks = spec.split(":")
-        data = demo(name) if name in ("breast_cancer", "wine") else real_data.load(name)
+        data = real_data.load(name)
         train, test = split(data, test_size=0.25, seed=args.seed)
         t0 = time.perf_counter()
         plain = Plain(network="mlp", random_state=args.seed).fit(train)

@@ -22,12 +22,12 @@ import numpy as np
 
 from benchmarks import real_data
 from mithridate.attacks import PatchTrigger
-from mithridate.data import demo, split
+from mithridate.data import split
 from mithridate.harden import make_trainer
 
 
 def run(data_name: str, trainer_name: str, options: dict, seed: int, rate: float) -> dict:
-    data = demo(data_name) if data_name in ("digits", "breast_cancer", "wine") else real_data.load(data_name)
+    data = real_data.load(data_name)
     train, test = split(data, test_size=0.25, seed=seed)
     row = {"data": data_name, "trainer": trainer_name, **options, "seed": seed}
     t0 = time.perf_counter()

@@ -21,7 +21,6 @@ import pandas as pd
 
 from benchmarks import real_data
 from benchmarks.label_flips import markdown
-from mithridate.data import demo
 from mithridate.harden.matrix import default_plan, evaluate
 
 DEFAULT = ("digits", "penguins", "mroz", "titanic", "credit_card", "attrition", "spam7")
@@ -53,7 +52,7 @@ def main() -> None:
     args = parser.parse_args()
     frames = []
     for name in args.data:
-        data = demo(name) if name in ("digits", "breast_cancer", "wine") else real_data.load(name)
+        data = real_data.load(name)
         start = time.perf_counter()
         matrix = evaluate(data, default_plan(data))
         print(f"{name}: {len(matrix.cells)} cells in {(time.perf_counter() - start) / 60:.1f} min", flush=True)

@@ -29,7 +29,6 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.model_selection import train_test_split
 
 from mithridate.attacks import RandomFlip
-from mithridate.data import demo
 from mithridate.harden import TrimmedLoss, make_trainer
 from mithridate.harden.member import Member
 
@@ -54,18 +53,12 @@ class MemberClassifier(BaseEstimator, ClassifierMixin):
         return self.predict_proba(x).argmax(axis=1)
 
 
-def load_set(name: str):
-    if name in ("breast_cancer", "wine", "digits", "iris"):
-        return demo(name)
-    from benchmarks.real_data import load
-
-    return load(name)
-
-
 def run_one(name: str, rate: float, seed: int = 0) -> list[dict]:
     from cleanlab.classification import CleanLearning
 
-    data = load_set(name)
+    from benchmarks.real_data import load
+
+    data = load(name)
     train_rows, test_rows = train_test_split(np.arange(data.n_rows), test_size=0.3, random_state=seed,
                                              stratify=data.y)
     train, test = data.take(train_rows), data.take(test_rows)

@@ -120,7 +120,16 @@ def image_set(name: str) -> Dataset:
     raise KeyError(f"no image set {name!r} (choose from {', '.join(IMAGES)})")
 
 
+BUNDLED = ("breast_cancer", "wine", "iris")
+"""scikit-learn's bundled tables, loadable here too (toy sets: benchmarks report them beside real ones)."""
+
+
 def load(name: str) -> Dataset:
+    """Any data set a benchmark names: an image set, a catalogue table, or one of scikit-learn's bundled tables."""
+    if name in BUNDLED:
+        from mithridate.data import demo
+
+        return demo(name)
     return image_set(name) if name in IMAGES else table(name)
 
 
