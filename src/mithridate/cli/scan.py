@@ -34,6 +34,10 @@ def scan(
     fdr: Annotated[float, typer.Option(help="False discovery rate for data-quality notes (unusual rows).")] = 0.05,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     html: Annotated[bool, typer.Option("--html/--no-html", help="Write report.html.")] = True,
+    engine: Annotated[str, typer.Option(help="Where the models are fitted: local (this process) or ray.")] = "local",
+    address: Annotated[str | None, typer.Option(help="The Ray cluster's address, host:port or ray://host:port "
+                                                 "(with --engine ray; default: RAY_ADDRESS, a cluster started "
+                                                 "here with `ray start`, else a new local one).")] = None,
 ) -> None:
     """Scan a training set for poisoned rows (label flips, backdoors, conflicting copies) and note what is
     only unusual (outliers, broken correlations, tight groups, copies). Writes one row per input row to
@@ -41,12 +45,15 @@ def scan(
     data's fingerprint, ...), plus OUT/summary.json and OUT/report.html."""
     from mithridate.detect import Scan, make_detectors
     from mithridate.represent.user_model import load_user_model
+    from mithridate.scale import engine as make_engine
 
     with user_errors():
+        runner = make_engine(engine, address)
         written = ("findings.csv", "summary.json", "report.html")
         refuse_overwriting([data, embeddings, weights], {"--out": out, **{f"--out ({n})": out / n for n in written}})
         check_writable("--out", out, folder=True)
         dataset = load(data, label, source=source_col, row_id=id_col)
+        runner.connect()
         user_embeddings = None
         if embeddings is not None:
             try:
@@ -60,7 +67,7 @@ def scan(
         chosen = make_detectors(detectors.split(","), dataset.kind) if detectors else None
         with status(f"scanning {dataset.name} ({dataset.n_rows} rows)") as update:
             result = Scan(chosen, embeddings=user_embeddings, model=user_model, layer=layer, folds=folds,
-                          fdr=fdr, random_state=seed).fit(dataset, progress=update)
+                          fdr=fdr, random_state=seed, engine=runner).fit(dataset, progress=update)
             update("writing the report")
             from mithridate.report import write_scan_report
 

@@ -22,6 +22,7 @@ from mithridate.detect.findings import Report
 from mithridate.detect.registry import make_detectors
 from mithridate.errors import DataError
 from mithridate.represent import Representation, represent
+from mithridate.scale import Engine
 
 Progress = Callable[[str], None]
 
@@ -34,11 +35,13 @@ class Scan:
     representation (see :func:`mithridate.represent.represent`). ``fdr``: the false discovery rate at
     which the detectors of unusual rows report notes (see :mod:`mithridate.detect.findings`). After
     :meth:`fit`: ``representation_``, ``detectors_`` (fitted) and ``report_`` (a
-    :class:`~mithridate.detect.findings.Report`).
+    :class:`~mithridate.detect.findings.Report`). ``engine``: where the representation's models are fitted
+    (a :class:`~mithridate.scale.Engine`; default: this process).
     """
 
     def __init__(self, detectors: Sequence[Detector] | None = None, *, embeddings: np.ndarray | None = None,
-                 model=None, layer: str | None = None, folds: int = 5, fdr: float = FDR, random_state: int = 0):
+                 model=None, layer: str | None = None, folds: int = 5, fdr: float = FDR, random_state: int = 0,
+                 engine: Engine | None = None):
         if not 0 < fdr < 1:
             raise DataError(f"the false discovery rate must be in (0, 1), got {fdr}")
         self.detectors = detectors
@@ -48,13 +51,14 @@ class Scan:
         self.layer = layer
         self.folds = folds
         self.random_state = random_state
+        self.engine = engine
 
     def fit(self, dataset: Dataset, representation: Representation | None = None,
             progress: Progress | None = None) -> Self:
         if representation is None:
             representation = represent(
                 dataset, embeddings=self.embeddings, model=self.model, layer=self.layer, folds=self.folds,
-                random_state=self.random_state, progress=progress,
+                random_state=self.random_state, progress=progress, engine=self.engine,
             )
         if len(representation.features) != dataset.n_rows:
             raise DataError(f"representation has {len(representation.features)} rows, data {dataset.n_rows}")

@@ -14,6 +14,7 @@ from mithridate.errors import DataError
 from mithridate.represent.cnn import layer_embeddings, to_nchw
 from mithridate.represent.models import reference_model
 from mithridate.represent.table import TableEncoder
+from mithridate.scale.engine import Engine, LocalEngine
 
 Progress = Callable[[str], None]
 
@@ -112,27 +113,58 @@ def nearest_neighbours(features: np.ndarray, k: int, max_reference: int = MAX_RE
     return distances[keep].reshape(n, m), index[keep].reshape(n, m)
 
 
-def out_of_fold_proba(dataset: Dataset, folds: int = 5, random_state: int = 0,
-                      progress: Progress | None = None, **model_options) -> np.ndarray:
-    """Cross-validated class probabilities from the reference model of the dataset's kind."""
+def _folds(dataset: Dataset, folds: int, random_state: int) -> list[tuple[np.ndarray, np.ndarray]]:
     counts = np.bincount(dataset.y, minlength=dataset.n_classes)
     folds = int(min(folds, counts[counts > 0].min()))
     if folds < 2:
         raise DataError(f"{dataset.name}: a class has a single row; cross-validation needs two per class")
-    proba = np.zeros((dataset.n_rows, dataset.n_classes))
     splitter = StratifiedKFold(folds, shuffle=True, random_state=random_state)
-    for i, (train, held) in enumerate(splitter.split(np.zeros(dataset.n_rows), dataset.y)):
-        if progress:
-            progress(f"cross-validation fold {i + 1}/{folds}")
+    return list(splitter.split(np.zeros(dataset.n_rows), dataset.y))
+
+
+def _piece(shared: tuple, item: tuple) -> np.ndarray:
+    """One independent piece of a representation, wherever an engine runs it: ``("fold", train, held)``
+    gives the held-out rows' probabilities of a model fitted on ``train``; ``("network", layer)`` the
+    features of an image network fitted on all rows."""
+    dataset, random_state, options = shared
+    model = reference_model(dataset.kind, random_state=random_state, **options)
+    if item[0] == "fold":
+        _, train, held = item
         part = dataset.take(train)
-        model = reference_model(dataset.kind, random_state=random_state, **model_options)
         model.fit(part.features, part.y, dataset.n_classes)
-        proba[held] = model.predict_proba(dataset.take(held).features)
-    return proba
+        return model.predict_proba(dataset.take(held).features)
+    model.fit(dataset.features, dataset.y, dataset.n_classes)
+    return model.embed(dataset.features, item[1])
+
+
+def out_of_fold_proba(dataset: Dataset, folds: int = 5, random_state: int = 0,
+                      progress: Progress | None = None, engine: Engine | None = None,
+                      **model_options) -> np.ndarray:
+    """Cross-validated class probabilities from the reference model of the dataset's kind (the folds run
+    on ``engine``: this process by default)."""
+    return _fitted(dataset, folds, random_state, progress, engine, None, model_options)[0]
+
+
+def _fitted(dataset, folds, random_state, progress, engine, network, options) -> tuple[np.ndarray, np.ndarray | None]:
+    """The out-of-fold probabilities and, when ``network`` names a layer (``""``: the penultimate), an image
+    network's features on all rows, every model fitted as one piece on ``engine``."""
+    splits = _folds(dataset, folds, random_state)
+    pieces = [("fold", train, held) for train, held in splits]
+    if network is not None:
+        pieces.append(("network", network or None))
+    labels = [f"cross-validation fold {i + 1}/{len(splits)}" for i in range(len(splits))]
+    if network is not None:
+        labels.append("training the representation network on all rows")
+    results = (engine or LocalEngine()).map(_piece, (dataset, random_state, options), pieces, progress, labels)
+    proba = np.zeros((dataset.n_rows, dataset.n_classes))
+    for (_, held), part in zip(splits, results, strict=False):
+        proba[held] = part
+    return proba, (results[-1] if network is not None else None)
 
 
 def represent(dataset: Dataset, *, embeddings: np.ndarray | None = None, model=None, layer: str | None = None,
-              folds: int = 5, random_state: int = 0, progress: Progress | None = None) -> Representation:
+              folds: int = 5, random_state: int = 0, progress: Progress | None = None,
+              engine: Engine | None = None) -> Representation:
     """Build the representation of ``dataset``.
 
     ``embeddings``: user-supplied (n, d) features. ``model``: a user's ``torch.nn.Module`` taking
@@ -140,9 +172,12 @@ def represent(dataset: Dataset, *, embeddings: np.ndarray | None = None, model=N
     the last linear layer, i.e. the penultimate representation). Both are taken to have been made without
     these labels (a pretrained model, an unsupervised embedding). Without either, images are represented by
     a small CNN trained on all rows, and their labels are judged in the pixels' principal components
-    (:func:`pixel_components`), which never saw the labels.
+    (:func:`pixel_components`), which never saw the labels. ``engine``: where the models are fitted, each
+    fold and the network one piece (:mod:`mithridate.scale`; default: this process, one after the other).
     """
-    proba = out_of_fold_proba(dataset, folds, random_state, progress)
+    own_network = dataset.kind == "image" and embeddings is None and model is None
+    proba, network_features = _fitted(dataset, folds, random_state, progress, engine,
+                                      (layer or "") if own_network else None, {})
     label_features = None  # the features never saw the labels, except for the network trained below
     if embeddings is not None:
         features = np.asarray(embeddings, dtype=np.float32).reshape(len(embeddings), -1)
@@ -162,11 +197,7 @@ def represent(dataset: Dataset, *, embeddings: np.ndarray | None = None, model=N
         features = TableEncoder().fit_transform(dataset.features)
         description = "encoded table"
     else:
-        if progress:
-            progress("training the representation network on all rows")
-        net = reference_model("image", random_state=random_state).fit(dataset.features, dataset.y,
-                                                                       dataset.n_classes)
-        features = net.embed(dataset.features, layer)
+        features = network_features
         description = f"small CNN trained on the data, layer {layer or 'penultimate'}"
         label_features = pixel_components(dataset, random_state=random_state)
     return Representation(np.asarray(features, dtype=np.float32), proba, description, label_features)
