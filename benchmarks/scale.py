@@ -42,7 +42,7 @@ def run_one(n: int, engine: str = "local") -> dict:
     from mithridate.attacks import RandomFlip
     from mithridate.data import Dataset
     from mithridate.detect import Scan
-    from mithridate.scale import engine as make_engine
+    from mithridate.scale import make_engine
 
     table, y = synthetic_table(n)
     poisoned = RandomFlip(rate=0.05, random_state=0).poison(Dataset.from_labels(table, y, name=f"synthetic-{n}"))

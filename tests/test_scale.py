@@ -18,7 +18,7 @@ from mithridate.cli import app
 from mithridate.data import demo
 from mithridate.detect import Scan
 from mithridate.errors import MithridateError
-from mithridate.scale import LocalEngine, RayEngine, engine
+from mithridate.scale import LocalEngine, RayEngine, make_engine
 
 
 @pytest.fixture(scope="module")
@@ -38,11 +38,11 @@ def cluster():
 
 
 def test_engines_by_name_and_bad_names():
-    assert isinstance(engine(None), LocalEngine) and isinstance(engine("ray", "auto"), RayEngine)
+    assert isinstance(make_engine(None), LocalEngine) and isinstance(make_engine("ray", "auto"), RayEngine)
     with pytest.raises(MithridateError, match="unknown engine"):
-        engine("spark")
+        make_engine("spark")
     with pytest.raises(MithridateError, match="needs --engine ray"):
-        engine("local", "10.0.0.1:6379")
+        make_engine("local", "10.0.0.1:6379")
 
 
 def test_a_ray_scan_of_a_real_table_equals_the_local_scan(cluster):
@@ -96,6 +96,7 @@ def _kill_first_running_model(killed: list, stop: threading.Event) -> None:
         time.sleep(0.1)
 
 
+@pytest.mark.skipif(not os.path.isdir("/proc"), reason="finds Ray's workers by their process titles in /proc")
 def test_a_worker_killed_mid_scan_is_run_again_and_the_result_is_unchanged(cluster):
     poisoned = PatchTrigger(target=0, rate=0.05, random_state=0).poison(demo("digits"))
     reference = Scan(random_state=0, engine=RayEngine()).fit(poisoned.dataset)
@@ -145,3 +146,9 @@ def test_a_failing_task_is_one_line_and_its_own_error_kept(cluster):
             as caught:
         RayEngine().map(_piece, ("not a data set", 0, {}), [("fold", [0], [1]), ("fold", [1], [0])])
     assert "\n" not in str(caught.value)
+
+
+def test_asking_for_another_cluster_while_connected_is_refused(cluster):
+    with pytest.raises(MithridateError, match="already connected to another Ray cluster"):
+        RayEngine(address="local").connect()
+    assert RayEngine().connect().address is None  # the cluster this process is connected to

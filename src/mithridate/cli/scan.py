@@ -45,7 +45,7 @@ def scan(
     data's fingerprint, ...), plus OUT/summary.json and OUT/report.html."""
     from mithridate.detect import Scan, make_detectors
     from mithridate.represent.user_model import load_user_model
-    from mithridate.scale import engine as make_engine
+    from mithridate.scale import make_engine
 
     with user_errors():
         runner = make_engine(engine, address)

@@ -80,8 +80,8 @@ STEPS = 1_000
 MIN_EPOCHS, MAX_EPOCHS = 10, 30
 """The bounds on that rule's passes over the data. Fewer passes would scan big sets far faster, but cost
 quality (``benchmarks/image_speed.py``, docs/scale.md): on 20,000 images made from MNIST's, 3-4 passes
-instead of 10 scanned in 2.4-2.7 minutes instead of 5.6-6.2, with flip F1 0.937 against 0.963 and the
-backdoor finding's precision 0.86-0.87 against 0.89-0.90 (two seeds; recall equal)."""
+instead of 10 scanned in 2.4-2.8 minutes instead of 5.6-6.2, with flip F1 0.937 against 0.963 and the
+backdoor finding's precision 0.85-0.87 against 0.89-0.90 (two seeds; recall equal)."""
 
 
 def default_epochs(n_rows: int, batch_size: int) -> int:

@@ -77,8 +77,15 @@ class RayEngine(Engine):
         except ImportError as exc:
             raise MithridateError(f"the Ray engine needs Ray ({exc.name} is missing): "
                                   "pip install 'mithridate[scale]'") from exc
-        if self.address not in (None, "auto", "local"):
-            _reachable(self.address)  # Ray itself retries an unreachable address for minutes
+        import os
+
+        named = self.address if self.address not in (None, "auto", "local") else \
+            (os.environ.get("RAY_ADDRESS") if self.address is None else None)
+        if named:
+            _reachable(named)  # Ray itself retries an unreachable address for minutes
+        if ray.is_initialized() and self.address not in (None, "auto") and not _same_cluster(ray, self.address):
+            raise MithridateError(f"this process is already connected to another Ray cluster than {self.address}: "
+                                  "call ray.shutdown() first")
         if not ray.is_initialized():
             try:
                 ray.init(address=self.address, include_dashboard=False, log_to_driver=False,
@@ -98,11 +105,13 @@ class RayEngine(Engine):
         labels = _labels(items, labels)
         remote = ray.remote(num_cpus=self.num_cpus, max_retries=self.max_retries)(fn)
         ref = ray.put(shared)
-        pending = {remote.remote(ref, item): i for i, item in enumerate(items)}
+        pending: dict = {}
         results: list = [None] * len(items)
-        if progress:
-            progress(f"{len(items)} tasks sent to the Ray cluster")
         try:
+            for i, item in enumerate(items):
+                pending[remote.remote(ref, item)] = i
+            if progress:
+                progress(f"{len(items)} tasks sent to the Ray cluster")
             while pending:
                 ready, _ = ray.wait(list(pending), num_returns=1)
                 for future in ready:
@@ -110,9 +119,11 @@ class RayEngine(Engine):
                     results[i] = ray.get(future)
                     if progress:
                         progress(f"{labels[i]}: done on the Ray cluster ({len(items) - len(pending)}/{len(items)})")
-        except RayError as exc:
+        except BaseException as exc:  # an interrupted or failed scan leaves nothing running on the cluster
             for future in pending:
                 ray.cancel(future)
+            if not isinstance(exc, RayError):
+                raise
             cause = exc.cause if isinstance(exc, RayTaskError) else None
             if isinstance(cause, MithridateError):
                 raise type(cause)(str(cause)) from None  # the task's own one-line error, not Ray's traceback
@@ -128,6 +139,7 @@ def _reachable(address: str, timeout: float = 5.0) -> None:
     import socket
 
     host, _, port = address.removeprefix("ray://").rpartition(":")
+    host = host.strip("[]")  # an IPv6 address in brackets
     if not host or not port.isdigit():
         raise MithridateError(f"a Ray address is host:port or ray://host:port, not {address!r}")
     try:
@@ -136,7 +148,19 @@ def _reachable(address: str, timeout: float = 5.0) -> None:
         raise MithridateError(f"cannot reach a Ray cluster at {address}: {exc.strerror or exc}") from exc
 
 
-def engine(name: str | None, address: str | None = None) -> Engine:
+def _same_cluster(ray, address: str) -> bool:
+    """Whether this process's Ray connection is to ``address`` (as far as its host and port tell)."""
+    if address == "local":
+        return False  # a new local cluster was asked for
+    try:
+        current = ray.get_runtime_context().gcs_address
+    except Exception:  # Ray Client: the client connection is the one asked for if it was made here
+        return True
+    wanted = address.removeprefix("ray://")
+    return current == wanted or current.rsplit(":", 1)[0] == wanted.rsplit(":", 1)[0]
+
+
+def make_engine(name: str | None, address: str | None = None) -> Engine:
     """The engine called ``name`` (``None`` or ``"local"``: this process; ``"ray"``: a Ray cluster)."""
     if name in (None, "local"):
         if address:
@@ -147,4 +171,4 @@ def engine(name: str | None, address: str | None = None) -> Engine:
     raise MithridateError(f"unknown engine {name!r}: choose local or ray")
 
 
-__all__ = ["Engine", "LocalEngine", "RayEngine", "engine"]
+__all__ = ["Engine", "LocalEngine", "RayEngine", "make_engine"]
