@@ -142,24 +142,24 @@ def out_of_fold_proba(dataset: Dataset, folds: int = 5, random_state: int = 0,
                       **model_options) -> np.ndarray:
     """Cross-validated class probabilities from the reference model of the dataset's kind (the folds run
     on ``engine``: this process by default)."""
-    return _fitted(dataset, folds, random_state, progress, engine, None, model_options)[0]
+    return _fitted(dataset, folds, random_state, progress, engine, model_options)[0]
 
 
-def _fitted(dataset, folds, random_state, progress, engine, network, options) -> tuple[np.ndarray, np.ndarray | None]:
-    """The out-of-fold probabilities and, when ``network`` names a layer (``""``: the penultimate), an image
-    network's features on all rows, every model fitted as one piece on ``engine``."""
+def _fitted(dataset, folds, random_state, progress, engine, options, network: bool = False,
+            layer: str | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+    """The out-of-fold probabilities and, with ``network``, an image network's ``layer`` on all rows, every
+    model fitted as one piece on ``engine``."""
     splits = _folds(dataset, folds, random_state)
     pieces = [("fold", train, held) for train, held in splits]
-    if network is not None:
-        pieces.append(("network", network or None))
     labels = [f"cross-validation fold {i + 1}/{len(splits)}" for i in range(len(splits))]
-    if network is not None:
+    if network:
+        pieces.append(("network", layer))
         labels.append("training the representation network on all rows")
     results = (engine or LocalEngine()).map(_piece, (dataset, random_state, options), pieces, progress, labels)
     proba = np.zeros((dataset.n_rows, dataset.n_classes))
     for (_, held), part in zip(splits, results, strict=False):
         proba[held] = part
-    return proba, (results[-1] if network is not None else None)
+    return proba, (results[-1] if network else None)
 
 
 def represent(dataset: Dataset, *, embeddings: np.ndarray | None = None, model=None, layer: str | None = None,
@@ -176,8 +176,7 @@ def represent(dataset: Dataset, *, embeddings: np.ndarray | None = None, model=N
     fold and the network one piece (:mod:`mithridate.scale`; default: this process, one after the other).
     """
     own_network = dataset.kind == "image" and embeddings is None and model is None
-    proba, network_features = _fitted(dataset, folds, random_state, progress, engine,
-                                      (layer or "") if own_network else None, {})
+    proba, network_features = _fitted(dataset, folds, random_state, progress, engine, {}, own_network, layer)
     label_features = None  # the features never saw the labels, except for the network trained below
     if embeddings is not None:
         features = np.asarray(embeddings, dtype=np.float32).reshape(len(embeddings), -1)

@@ -13,6 +13,8 @@ piece's own threads split a sum differently: see docs/scale.md).
 
 from __future__ import annotations
 
+import os
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -21,19 +23,18 @@ from mithridate.errors import MithridateError
 Progress = Callable[[str], None]
 
 
-class Engine:
+class Engine(ABC):
     """Maps ``fn(shared, item)`` over ``items``; ``shared`` is sent once, the results come back in order.
     ``labels``: what each piece is, for ``progress``."""
-
-    name = "local"
 
     def connect(self) -> Engine:
         """Reach the machines the pieces will run on (nothing to do for this process); one-line error if not."""
         return self
 
+    @abstractmethod
     def map(self, fn: Callable[[Any, Any], Any], shared: Any, items: Sequence[Any],
             progress: Progress | None = None, labels: Sequence[str] | None = None) -> list:
-        raise NotImplementedError
+        """``[fn(shared, item) for item in items]``, wherever the engine runs them."""
 
 
 def _labels(items: Sequence[Any], labels: Sequence[str] | None) -> list[str]:
@@ -64,12 +65,11 @@ class RayEngine(Engine):
     installed (the same version): Ray sends them the function's name, not its code.
     """
 
-    name = "ray"
-
     def __init__(self, address: str | None = None, num_cpus: float = 1, max_retries: int = 3):
         self.address = address
         self.num_cpus = num_cpus
         self.max_retries = max_retries
+        self._connected = False
 
     def connect(self) -> RayEngine:
         try:
@@ -77,8 +77,8 @@ class RayEngine(Engine):
         except ImportError as exc:
             raise MithridateError(f"the Ray engine needs Ray ({exc.name} is missing): "
                                   "pip install 'mithridate[scale]'") from exc
-        import os
-
+        if self._connected and ray.is_initialized():
+            return self  # checked once already (the CLI connects before the scan maps)
         named = self.address if self.address not in (None, "auto", "local") else \
             (os.environ.get("RAY_ADDRESS") if self.address is None else None)
         if named:
@@ -95,6 +95,7 @@ class RayEngine(Engine):
             except (ConnectionError, RuntimeError, ValueError) as exc:
                 raise MithridateError(f"cannot reach a Ray cluster at {self.address or 'a new local instance'}: "
                                       f"{str(exc).splitlines()[0]}") from exc
+        self._connected = True
         return self
 
     def map(self, fn, shared, items, progress=None, labels=None):
