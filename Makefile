@@ -25,9 +25,11 @@ bench: $(STAMP)
 	$(BIN)/python -m benchmarks
 
 # alibi-detect pins older numpy/pandas than the test environment: its comparison runs in a venv of its own
+# (river too, for `--river`: all five peers on the same streams; river 0.23 accepts numpy 1.26)
 bench-alibi:
 	$(PYTHON) -m venv .venv-alibi
-	.venv-alibi/bin/pip install --quiet --disable-pip-version-check -e . "alibi-detect==0.13.0" "torch==2.13.0"
+	.venv-alibi/bin/pip install --quiet --disable-pip-version-check -e . "alibi-detect==0.13.0" "torch==2.13.0" \
+		"river==0.23.*" "numpy<2"
 	.venv-alibi/bin/python -m benchmarks.monitor_alibi
 
 clean:

@@ -11,12 +11,17 @@ alibi-detect pins older numpy and pandas than mithridate's test environment, so 
 environment of its own: ``make bench-alibi`` builds ``.venv-alibi`` (mithridate, alibi-detect, PyTorch CPU)
 and runs this file there.
 
+``--river`` adds river's Page-Hinkley and ADWIN banks on the Gaussian streams, tuned by simulation to the ERT
+as in ``monitor_streams.py``, so all five peers of the issue read the same streams in one run (river must be
+installed beside alibi-detect: river 0.23 accepts its numpy).
+
 ``--tune`` tunes each peer by simulation to the ERT, as the issue asks, instead of trusting its own
 configuration: alibi's ``ert`` setting is bisected on a log scale (null streams of their own seed) until
 the measured mean run length is within 15% of the ERT, at most ``--tune-steps`` times; the table then
 shows the setting it took.
 
     python -m benchmarks.monitor_alibi [--ert 1000] [--streams 30] [--dims 1,10] [--reference 5000] [--tune]
+        [--shifts 0.25,0.5,1] [--ramps 0,500]
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ import time
 
 import numpy as np
 
-from benchmarks.monitor_streams import mean_rl, ours_first_alarm
+from benchmarks.monitor_streams import RiverBank, mean_rl, ours_first_alarm, tune_river
 
 WARMUP = 100
 
@@ -134,6 +139,9 @@ def main() -> None:
     parser.add_argument("--tune", action="store_true", help="tune each peer by simulation to the ERT")
     parser.add_argument("--tune-steps", type=int, default=6)
     parser.add_argument("--cases", default="gaussian,digits")
+    parser.add_argument("--shifts", default="0.5", help="Gaussian mean shifts, in standard deviations")
+    parser.add_argument("--ramps", default="0", help="0: the shift comes at once; N: it grows over N events")
+    parser.add_argument("--river", action="store_true", help="add river's Page-Hinkley and ADWIN (Gaussian streams)")
     args = parser.parse_args()
     ert, limit = args.ert, int(4 * args.ert)
     cases = []
@@ -143,18 +151,21 @@ def main() -> None:
         def null(n, rng, d=d):
             return rng.normal(size=(n, d))
 
-        def shifted(n, rng, d=d, s=0.5):
+        def shifted(n, rng, d=d, s=0.5, ramp=0):
             x = rng.normal(size=(n, d))
-            x[WARMUP:, 0] += s
+            x[WARMUP:, 0] += s * (np.minimum(np.arange(1, n - WARMUP + 1) / ramp, 1.0) if ramp else 1.0)
             return x
 
-        cases.append((f"Gaussian d={d}, 0.5 sd in one feature", ref, null, shifted))
+        cells = {f"{s:g} sd{f', over {r}' if r else ''}": (lambda n, rng, s=s, r=r, f=shifted: f(n, rng, s=s, ramp=r))
+                 for r in (int(v) for v in args.ramps.split(",")) for s in (float(v) for v in args.shifts.split(","))}
+        cases.append((f"Gaussian d={d}, a shift in one feature", ref, null, cells))
     if "digits" in args.cases:
-        cases.append(("digits, 5% of traffic triggered (BadNets)", *digits_streams()))
-    print(f"ERT {ert:g}; {args.streams} streams per cell; window {args.window} for alibi-detect\n")
-    print("| stream | detector | configure s | measured mean run length | median delay | events/s |")
-    print("|---|---|---:|---:|---:|---:|")
-    for name, ref, null, changed in cases:
+        reference, null, changed = digits_streams()
+        cases.append(("digits", reference, null, {"5% of traffic triggered (BadNets)": changed}))
+    print(f"ERT {ert:g}; {args.streams} streams per cell; window {args.window} for alibi-detect; median delays\n")
+    for name, ref, null, cells in cases:
+        print(f"| {name}: detector | configure s | measured mean run length | {' | '.join(cells)} | events/s |")
+        print("|---|---:|---:|" + "---:|" * len(cells) + "---:|")
         t0 = time.perf_counter()
         bank = CusumBank(ert=ert, random_state=args.seed).fit(ref)
         state = bank.state()
@@ -169,14 +180,26 @@ def main() -> None:
             else:
                 peer = Alibi(kind, ref, ert, args.window, args.seed)
             detectors[label] = (peer.first_alarm, time.perf_counter() - t0)
+        for kind in ("page_hinkley", "adwin") if args.river and name.startswith("Gaussian") else ():
+            t0 = time.perf_counter()
+            d = ref.shape[1]
+            bank = RiverBank(kind, d, tune_river(kind, d, ert, args.streams, args.seed + 6))  # own streams
+
+            def river_first(x, bank=bank):
+                bank.reset()
+                return bank.first_alarm(x)
+
+            detectors[f"river {kind}, tuned"] = (river_first, time.perf_counter() - t0)
         for label, (first, configure) in detectors.items():
             rng = np.random.default_rng(args.seed + 1)
             t0 = time.perf_counter()
             lengths = null_lengths(first, null, args.streams, limit, rng)
             speed = lengths.sum() / (time.perf_counter() - t0)
-            delay = np.median(delays(first, changed, args.streams, limit, np.random.default_rng(args.seed + 2)))
-            print(f"| {name} | {label} | {configure:.0f} | {mean_rl(lengths, limit):,.0f} | {delay:.0f} | "
+            cols = [f"{np.median(delays(first, changed, args.streams, limit, np.random.default_rng(seed))):.0f}"
+                    for changed in cells.values() for seed in [args.seed + 2]]
+            print(f"| {label} | {configure:.0f} | {mean_rl(lengths, limit):,.0f} | {' | '.join(cols)} | "
                   f"{speed:,.0f} |", flush=True)
+        print()
 
 
 if __name__ == "__main__":
